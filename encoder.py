@@ -1,0 +1,104 @@
+"""The trajectory encoder Enc: response text -> unit vector, and the cosine-similarity matrix (SPEC step 4).
+
+Enc is a frozen copy of the initial policy (default) or any local Hugging Face encoder directory:
+mean of the last hidden layer over the response tokens (padding masked out), L2-normalised, in eval
+mode under no_grad, reading at most `encoder_max_tokens` tokens from the start of the response.
+Offline embeddings are computed once and cached on disk (safetensors), keyed by the bytes of the
+offline data file, the tokenizer, the encoder weights and the token budget, so a changed input never
+reuses a stale cache.
+Tested by: python -m pytest -q tests/test_encoder.py
+"""
+import hashlib
+import os
+
+import torch
+import torch.nn.functional as F
+
+
+def load_encoder(path, dtype=torch.float32, device="cpu"):
+    """(encoder, tokenizer) from a local directory: the base transformer without its LM head, frozen."""
+    from transformers import AutoModel, AutoTokenizer
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    enc = AutoModel.from_pretrained(path, dtype=dtype, local_files_only=True).to(device)
+    enc.eval()  # the encoder never trains; eval() also turns off any dropout
+    for p in enc.parameters():
+        p.requires_grad_(False)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return enc, tokenizer
+
+
+def mean_pool(hidden, mask):
+    """Mean of hidden (B, T, d) over positions where mask (B, T) is 1, L2-normalised -> (B, d) float32."""
+    mask = mask.to(hidden.dtype).unsqueeze(-1)                              # (B, T, 1)
+    summed = (hidden.float() * mask.float()).sum(1)                         # (B, d)
+    mean = summed / mask.float().sum(1).clamp(min=1.0)
+    return F.normalize(mean, dim=-1)
+
+
+@torch.no_grad()
+def embed(encoder, tokenizer, texts, max_tokens, batch_size=64):
+    """Unit embeddings (len(texts), d) float32 of response texts, in batches sorted by length."""
+    device = next(encoder.parameters()).device
+    ids = [tokenizer(t, add_special_tokens=False)["input_ids"][:max_tokens] or [tokenizer.pad_token_id]
+           for t in texts]
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths -> little padding
+    out = [None] * len(ids)
+    for s in range(0, len(order), batch_size):
+        chunk = order[s:s + batch_size]
+        T = max(len(ids[i]) for i in chunk)
+        x = torch.full((len(chunk), T), tokenizer.pad_token_id, dtype=torch.long)
+        m = torch.zeros((len(chunk), T), dtype=torch.long)
+        for row, i in enumerate(chunk):  # right padding; the mask keeps it out of the mean
+            x[row, :len(ids[i])] = torch.tensor(ids[i])
+            m[row, :len(ids[i])] = 1
+        hidden = encoder(input_ids=x.to(device), attention_mask=m.to(device)).last_hidden_state
+        for row, e in zip(chunk, mean_pool(hidden, m.to(device)).cpu()):
+            out[row] = e
+    d = encoder.config.hidden_size
+    return torch.stack(out) if out else torch.zeros((0, d))
+
+
+def cosine_matrix(e_on, e_off):
+    """cos(e_i, e_j^off) for unit embeddings: (N, d) x (M, d) -> (N, M)."""
+    return e_on.float() @ e_off.float().T
+
+
+# -----------------------------------------------------------------------------
+# the offline embedding cache
+
+def _digest(h, path):
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+
+
+def cache_key(offline_file, texts, encoder_dir, max_tokens):
+    """sha256 over the offline data file, the texts embedded (after filtering), the encoder's
+    tokenizer/config/weight files and max_tokens."""
+    h = hashlib.sha256(f"max_tokens={max_tokens}".encode())
+    _digest(h, offline_file)
+    for t in texts:
+        h.update(t.encode() + b"\0")
+    for name in sorted(os.listdir(encoder_dir)):
+        full = os.path.join(encoder_dir, name)
+        if os.path.isfile(full) and (name.endswith((".json", ".safetensors", ".model", ".txt", ".bin"))):
+            h.update(name.encode())
+            _digest(h, full)
+    return h.hexdigest()[:16]
+
+
+def cached_offline_embeddings(cache_dir, key, texts, compute):
+    """Embeddings of texts from cache_dir/offline-<key>.safetensors, or compute(texts) and save them."""
+    from safetensors.torch import load_file, save_file
+    path = os.path.join(cache_dir, f"offline-{key}.safetensors")
+    if os.path.exists(path):
+        E = load_file(path)["E"]
+        if E.shape[0] == len(texts):
+            return E, path, True
+    E = compute(texts)
+    os.makedirs(cache_dir, exist_ok=True)
+    tmp = path + f".tmp{os.getpid()}"
+    save_file({"E": E.contiguous()}, tmp)
+    os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+    return E, path, False
