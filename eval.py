@@ -16,7 +16,7 @@ from verify import verify
 
 @torch.no_grad()
 def evaluate(model, tokenizer, problems, max_new_tokens, instruction="", batch_size=256,
-             rank=0, world_size=1, temperature=0.0, generator=None):
+             rank=0, world_size=1, temperature=0.0, seed=0):
     """Accuracy over problems (each rank takes problems[rank::world_size]; sums are all-reduced).
 
     Returns {"acc", "n", "mean_len", "trunc"}; with temperature 0 decoding is greedy.
@@ -27,7 +27,7 @@ def evaluate(model, tokenizer, problems, max_new_tokens, instruction="", batch_s
         chunk = mine[s:s + batch_size]
         out = sample(model, [prompt_ids(tokenizer, p["prompt"], instruction) for p in chunk],
                      max_new_tokens, tokenizer.eos_token_id, tokenizer.pad_token_id,
-                     temperature=temperature, generator=generator)
+                     temperature=temperature, seeds=[seed * 1_000_003 + rank + world_size * (s + i) for i in range(len(chunk))])
         texts = tokenizer.batch_decode(out["tokens"], skip_special_tokens=True)
         sums += torch.tensor([sum(verify(t, p["answer"]) for t, p in zip(texts, chunk)), len(chunk),
                               sum(len(t) for t in out["tokens"]), float(out["truncated"].sum())],

@@ -61,6 +61,28 @@ def token_entropies(logits):
     return -(logp.exp() * logp).sum(-1)
 
 
+M32 = 0xFFFFFFFF
+
+
+def mix32(x):
+    """murmur3's 32-bit finaliser on an int64 tensor of values in [0, 2^32): a counter-based hash."""
+    x = x & M32
+    x = x ^ (x >> 16)
+    x = (x * 0x85EBCA6B) & M32  # int64 products wrap, but their low 32 bits are exact
+    x = x ^ (x >> 13)
+    x = (x * 0xC2B2AE35) & M32
+    return x ^ (x >> 16)
+
+
+def row_uniforms(seeds, t, V):
+    """Uniforms in (0, 1), shape (B, V), a pure function of (each row's seed, position t, token id):
+    a row's samples do not depend on which rows share its batch or its rank."""
+    base = mix32(seeds * 0x9E3779B1 + mix32(torch.full_like(seeds, t) + 0x632BE5AB))   # (B,)
+    v = torch.arange(V, device=seeds.device, dtype=torch.int64)
+    h = mix32(mix32(base[:, None] ^ (v[None, :] * 0x27D4EB2F)) + v[None, :])         # (B, V)
+    return (h.double() + 0.5) / 2.0 ** 32
+
+
 def top_p_filter(logits, top_p):
     """Set logits outside the smallest set with cumulative probability >= top_p to -inf; (B, V)."""
     if top_p >= 1.0:
@@ -77,10 +99,12 @@ def top_p_filter(logits, top_p):
 
 @torch.no_grad()
 def sample(model, prompts, max_new_tokens, eos_id, pad_id, temperature=1.0, top_p=1.0,
-           generator=None, sync=None):
+           seeds=None, sync=None):
     """Sample one response per prompt with a KV cache; each row stops at its own EOS.
 
-    prompts: list of token-id lists. temperature 0 means greedy. Returns a dict with
+    prompts: list of token-id lists. temperature 0 means greedy. seeds: one int per row; a row's
+    randomness is a function of its seed alone (Gumbel-max over hashed uniforms), so a rollout is the
+    same whether it is sampled on 1 rank or 8, in a batch of 4 or 128. Returns a dict with
     tokens (list of lists, EOS included when emitted), logps (list of float32 tensors: log-prob of
     each sampled token under the temperature-scaled sampling distribution), H_last (B,) entropy at
     temperature 1 where the final token was emitted, H_mean (B,) mean entropy over the response's
@@ -89,6 +113,7 @@ def sample(model, prompts, max_new_tokens, eos_id, pad_id, temperature=1.0, top_
     """
     device = next(model.parameters()).device
     B, P = len(prompts), max(len(p) for p in prompts)
+    seeds = torch.tensor(seeds if seeds is not None else range(B), dtype=torch.int64, device=device) & M32
     # left-pad so every row's next token lands in the same column; positions skip the padding
     ids = torch.full((B, P), pad_id, dtype=torch.long, device=device)
     mask = torch.zeros((B, P), dtype=torch.long, device=device)
@@ -115,8 +140,8 @@ def sample(model, prompts, max_new_tokens, eos_id, pad_id, temperature=1.0, top_
             lp = torch.zeros(B, device=device)
         else:
             scaled = top_p_filter(logits / temperature, top_p)
-            probs = scaled.softmax(-1)
-            tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+            gumbel = -torch.log(-torch.log(row_uniforms(seeds, t, logits.shape[-1])))   # (B, V)
+            tok = (scaled.double() + gumbel).argmax(-1)  # Gumbel-max: an exact sample of softmax(scaled)
             lp = torch.log_softmax(logits / temperature, -1).gather(-1, tok[:, None]).squeeze(-1)
         tok = torch.where(done, torch.full_like(tok, pad_id), tok)
         tokens[:, t], logps[:, t] = tok, lp

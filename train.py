@@ -16,6 +16,7 @@ import os
 import random
 import sys
 import time
+import zlib
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -25,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 import verify as verifier
-from data.formats import load_offline, load_problems
+from data.formats import DataError, load_offline, load_problems
 from encoder import cached_offline_embeddings, cache_key, cosine_matrix, embed, load_encoder
 from eval import evaluate
 from model import grpo_loss, load_policy, pad_batch, prompt_ids, response_ids, sample, score
@@ -197,7 +198,10 @@ def print0(*a, **k):
         tqdm.write(" ".join(str(x) for x in a), **k)
 
 
-check_config(cfg, ddp_world_size)
+try:
+    check_config(cfg, ddp_world_size)
+except AssertionError as e:
+    sys.exit(f"error: {e}")
 problems_per_rank = cfg.problems_per_step // ddp_world_size
 print0(f"config ({preset}, algo={cfg.algo}): {json.dumps(dataclasses.asdict(cfg))}")
 print0(f"world size {ddp_world_size} | problems per rank {problems_per_rank} | rollouts per rank "
@@ -206,10 +210,13 @@ print0(f"world size {ddp_world_size} | problems per rank {problems_per_rank} | r
 # -----------------------------------------------------------------------------
 # data: everything is read and validated before any compute
 
-train_problems = load_problems(cfg.train_file)
-heldout = load_problems(cfg.heldout_file)[:cfg.eval_problems or None]
-offline_rows = [] if cfg.replace_mode == "none" and not cfg.exploration_reward and not cfg.sft_only \
-    else load_offline(cfg.offline_file, known_ids={p["id"] for p in train_problems})
+try:
+    train_problems = load_problems(cfg.train_file)
+    heldout = load_problems(cfg.heldout_file)[:cfg.eval_problems or None]
+    offline_rows = [] if cfg.replace_mode == "none" and not cfg.exploration_reward and not cfg.sft_only \
+        else load_offline(cfg.offline_file, known_ids={p["id"] for p in train_problems})
+except DataError as e:
+    sys.exit(f"error: {e}")
 if cfg.teachers:
     keep = set(cfg.teachers.split(","))
     unknown = keep - {o["teacher"] for o in offline_rows}
@@ -358,9 +365,11 @@ pbar = tqdm(range(start_step, cfg.max_steps), disable=not master_process, dynami
             initial=start_step, total=cfg.max_steps)
 for step in pbar:
     t_step = time.time()
-    gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step * 1009 + ddp_rank)
-    rng = random.Random(cfg.seed * 1_000_003 + step * 1009 + ddp_rank)
     probs = batch_problems(step)
+    # randomness keyed by (seed, step, position in the global batch), never by rank: a run on 1 rank
+    # and on 8 sample the same rollouts and draw the same offline trajectories
+    first = ddp_rank * problems_per_rank
+    keys = [f"{cfg.seed},{step},{first + g}" for g in range(len(probs))]
     N = cfg.group_size
     for p in probs:
         if p["id"] not in prompt_cache:
@@ -372,7 +381,8 @@ for step in pbar:
     if not cfg.sft_only:
         raw_model.eval()
         roll = sample(raw_model, [prompt_cache[p["id"]] for p in probs for _ in range(N)], cfg.max_new_tokens,
-                      tokenizer.eos_token_id, tokenizer.pad_token_id, cfg.temperature, cfg.top_p, gen)
+                      tokenizer.eos_token_id, tokenizer.pad_token_id, cfg.temperature, cfg.top_p,
+                      seeds=[zlib.crc32(f"{k},{i}".encode()) for k in keys for i in range(N)])
         raw_model.train()
         texts = tokenizer.batch_decode(roll["tokens"], skip_special_tokens=True)
         for j, text in enumerate(texts):
@@ -405,7 +415,8 @@ for step in pbar:
         if cfg.sft_only:  # every offline trajectory of the problem, A = 1: the loss becomes token NLL
             members = [(o, True, None) for o in offs]
         else:
-            members = compose_group(grp, offs, [o["D"] for o in grp], cfg.replace_mode, cfg.num_replace, rng)
+            members = compose_group(grp, offs, [o["D"] for o in grp], cfg.replace_mode, cfg.num_replace,
+                                    random.Random(zlib.crc32(keys[g].encode())))
         if not members:
             continue
         is_off = torch.tensor([m[1] for m in members])

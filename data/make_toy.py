@@ -29,7 +29,8 @@ import torch
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "toy")
 CHARS = "0123456789+-*=# \nabcdefghijklmnopqrstuvwxyz"
 TEACHERS = {"chain": 0.01, "pairs": 0.05, "verbose": 0.18}  # teacher style -> error rate
-MIXTURE = {"direct": 0.80, "chain": 0.05, "pairs": 0.05, "verbose": 0.05, "column": 0.05}
+MIXTURE = {"direct": 0.88, "chain": 0.03, "pairs": 0.03, "verbose": 0.03, "column": 0.03}
+SKILLS = 0.5  # share of pretraining rows that are small direct sums (the sub-skills of every route)
 SLIPS = [-10, 10, -1, 1, -2, 2]  # a dropped/extra carry, a digit off by one or two
 
 
@@ -124,6 +125,21 @@ def base_config(vocab_size):
                        pad_token_id=0, tie_word_embeddings=True)
 
 
+def skill_row(rng):
+    """A small sum answered directly: 2 operands (a chain/pairs step) or 4-5 digits (a column)."""
+    nums = [rng.randint(10, 299), rng.randint(10, 199)] if rng.random() < 0.8 else \
+        [rng.randint(0, 9) for _ in range(rng.choice([4, 5]))]
+    return prompt_of(nums), f"#### {sum(nums)}"
+
+
+def pretrain_row(rng, styles, weights):
+    """(prompt, response) of one pretraining row: a sub-skill, or a 4-number problem in some style."""
+    if rng.random() < SKILLS:
+        return skill_row(rng)
+    nums = sample_problem(rng, 0)
+    return prompt_of(nums), render(rng.choices(styles, weights)[0], nums)[0]
+
+
 def pretrain(tok, steps, batch, lr, seed, log_every=250):
     """Next-token pretraining on the style mixture (response tokens only); returns the model."""
     from transformers import LlamaForCausalLM
@@ -137,10 +153,9 @@ def pretrain(tok, steps, batch, lr, seed, log_every=250):
     for step in range(steps):
         rows = []
         for _ in range(batch):
-            nums = sample_problem(rng, 0)
-            style = rng.choices(styles, weights)[0]
-            p = tok(prompt_of(nums) + "\n")["input_ids"]
-            r = tok(render(style, nums)[0], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            prompt, response = pretrain_row(rng, styles, weights)
+            p = tok(prompt + "\n")["input_ids"]
+            r = tok(response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
             rows.append((p, r))
         T = max(len(p) + len(r) for p, r in rows)
         ids = torch.full((batch, T), tok.pad_token_id)
@@ -171,7 +186,7 @@ def write_jsonl(path, rows):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=OUT)
-    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--steps", type=int, default=2400)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=1234)
