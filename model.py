@@ -184,10 +184,12 @@ def pad_batch(prompts, responses, pad_id, device="cpu"):
 
 
 def score(model, ids, attn, temperature=1.0, with_entropy=True):
-    """Per-token log-probs (B, L-1) of ids[:, 1:] at the sampling temperature, and entropies at T=1."""
+    """Per-token log-probs (B, L-1) of ids[:, 1:] at the sampling temperature, and entropies at T=1.
+
+    H keeps its graph: the entropy-bonus baseline (L - beta_H * mean H) differentiates through it."""
     logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1]      # (B, L-1, V)
     logp = token_log_probs(logits / temperature if temperature not in (0, 1) else logits, ids[:, 1:])
-    H = token_entropies(logits.detach()) if with_entropy else None
+    H = token_entropies(logits) if with_entropy else None
     return logp, H
 
 

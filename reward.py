@@ -51,4 +51,6 @@ def group_advantages(R, eps=1e-6):
     R = R.float()
     assert R.shape[-1] >= 2, "a group needs at least 2 members for a std (group_size >= 2)"
     mean, std = R.mean(-1, keepdim=True), R.std(-1, keepdim=True)
-    return (R - mean) / (std + eps)
+    # test equality directly: a float mean of equal values can be 1 ulp off, and / (1e-8 + eps) blows it up
+    equal = (R == R[..., :1]).all(-1, keepdim=True)                       # (G, 1)
+    return torch.where(equal, torch.zeros_like(R), (R - mean) / (std + eps))

@@ -77,6 +77,7 @@ class Config:
     micro_batch_tokens: int = 8192          # padded tokens per forward/backward chunk
     # encoder
     encoder_max_tokens: int = 512           # the encoder reads at most this many response tokens
+    cache_dir: str = ""                     # offline-embedding cache; "" = a cache/ folder beside offline_file
     # evaluation, logging, checkpoints
     eval_every: int = 50                    # held-out greedy accuracy every this many steps (0 = only start/end)
     eval_problems: int = 300                # held-out problems used (0 = all)
@@ -264,14 +265,15 @@ if needs_D and n_off:
     flat = [(pid, i) for pid in sorted(offline) for i in range(len(offline[pid]))]
     texts = [offline[pid][i]["text"] for pid, i in flat]
     key = cache_key(cfg.offline_file, texts, enc_dir, cfg.encoder_max_tokens)
+    cache_dir = cfg.cache_dir or os.path.join(os.path.dirname(os.path.abspath(cfg.offline_file)), "cache")
     t0 = time.time()
     if master_process:  # rank 0 computes (or finds) the cache; the others read it after the barrier
-        E_off, path, hit = cached_offline_embeddings(os.path.join(cfg.out_dir, "cache"), key, texts,
+        E_off, path, hit = cached_offline_embeddings(cache_dir, key, texts,
                                                      lambda t: embed(encoder, enc_tok, t, cfg.encoder_max_tokens))
     if ddp:
         dist.barrier()
     if not master_process:
-        E_off, path, hit = cached_offline_embeddings(os.path.join(cfg.out_dir, "cache"), key, texts, None)
+        E_off, path, hit = cached_offline_embeddings(cache_dir, key, texts, None)
     for (pid, i), e in zip(flat, E_off):
         offline[pid][i]["e"] = e
     print0(f"offline embeddings {tuple(E_off.shape)} {'loaded from' if hit else 'computed into'} {path} "

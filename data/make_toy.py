@@ -29,8 +29,8 @@ import torch
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "toy")
 CHARS = "0123456789+-*=# \nabcdefghijklmnopqrstuvwxyz"
 TEACHERS = {"chain": 0.01, "pairs": 0.05, "verbose": 0.18}  # teacher style -> error rate
-MIXTURE = {"direct": 0.88, "chain": 0.03, "pairs": 0.03, "verbose": 0.03, "column": 0.03}
-SKILLS = 0.5  # share of pretraining rows that are small direct sums (the sub-skills of every route)
+MIXTURE = {"direct": 0.60, "chain": 0.10, "pairs": 0.10, "verbose": 0.10, "column": 0.10}
+SKILLS = 0.25 # share of pretraining rows that are small direct sums (the sub-skills of every route)
 SLIPS = [-10, 10, -1, 1, -2, 2]  # a dropped/extra carry, a digit off by one or two
 
 
@@ -186,7 +186,7 @@ def write_jsonl(path, rows):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=OUT)
-    ap.add_argument("--steps", type=int, default=2400)
+    ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=1234)

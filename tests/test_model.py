@@ -1,0 +1,449 @@
+"""model.py: per-token math, padding, the GRPO loss against a per-token loop, and KV-cache sampling
+against a naive full-forward loop on a tiny random Llama (built here, never downloaded).
+
+Run: python -m pytest -q tests/test_model.py
+"""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model import grpo_loss, pad_batch, row_uniforms, sample, score, token_entropies, token_log_probs, top_p_filter
+
+PAD, EOS = 0, 2
+PROMPTS = [[1, 5, 9, 12, 7, 30], [1, 4], [1, 20, 21, 8]]  # different lengths: exercises left padding
+
+
+# -----------------------------------------------------------------------------
+# per-token math
+
+def test_token_log_probs_equals_naive_log_softmax():
+    """token_log_probs equals log_softmax(logits)[target] computed position by position."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, 11, generator=g) * 4
+    targets = torch.randint(0, 11, (3, 5), generator=g)
+    naive = torch.zeros(3, 5)
+    for b in range(3):
+        for t in range(5):
+            naive[b, t] = F.log_softmax(logits[b, t].double(), -1)[targets[b, t]]
+    out = token_log_probs(logits, targets)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, naive)
+
+
+def test_token_log_probs_upcasts_bf16():
+    """bf16 logits give float32 log-probs close to the float32 computation."""
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 4, 9, generator=g)
+    targets = torch.randint(0, 9, (2, 4), generator=g)
+    out = token_log_probs(logits.bfloat16(), targets)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, token_log_probs(logits.bfloat16().float(), targets))
+
+
+def test_token_entropies_uniform_is_log_V():
+    """Equal logits over V tokens have entropy log V nats."""
+    H = token_entropies(torch.zeros(2, 3, 40) + torch.randn(2, 3, 1))  # a per-position shift changes nothing
+    torch.testing.assert_close(H, torch.full((2, 3), math.log(40.0)))
+
+
+def test_token_entropies_one_hot_is_zero():
+    """A single dominant logit gives entropy ~0 (and no NaN from 0 * log 0)."""
+    logits = torch.full((1, 10), -1e4)
+    logits[0, 3] = 1e4
+    H = token_entropies(logits)
+    assert not torch.isnan(H).any() and H.item() < 1e-6
+
+
+def test_token_entropies_three_way_hand_computed():
+    """p = (1/2, 1/4, 1/4): H = 1.5 * ln 2 nats."""
+    logits = torch.log(torch.tensor([[0.5, 0.25, 0.25]])) + 7.0
+    torch.testing.assert_close(token_entropies(logits), torch.tensor([1.5 * math.log(2.0)]))
+
+
+def naive_top_p_keep(logits, top_p):
+    """Set of kept token ids: walk tokens by descending prob, keep until the cumulative mass reaches top_p."""
+    p = logits.softmax(-1).tolist()
+    keep, cum = set(), 0.0
+    for i in sorted(range(len(p)), key=lambda i: -p[i]):
+        keep.add(i)
+        cum += p[i]
+        if cum >= top_p:
+            break
+    return keep
+
+
+def test_top_p_filter_keeps_smallest_set_with_crossing_token():
+    """p = (.15, .5, .05, .3): top_p 0.7 keeps {.5, .3} (the .3 crosses 0.7); 0.9 adds .15; 0.4 keeps .5."""
+    logits = torch.log(torch.tensor([[0.15, 0.5, 0.05, 0.3]]))
+    for top_p, kept in [(0.7, {1, 3}), (0.9, {0, 1, 3}), (0.4, {1}), (0.99, {0, 1, 2, 3})]:
+        out = top_p_filter(logits, top_p)
+        assert {i for i in range(4) if out[0, i] > float("-inf")} == kept, top_p
+        assert torch.equal(out[0, list(kept)], logits[0, list(kept)])  # kept logits are untouched
+
+
+def test_top_p_filter_equals_naive_on_random_rows():
+    """top_p_filter keeps exactly the naive nucleus on random rows, for several top_p."""
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(20, 13, generator=g) * 2
+    for top_p in (0.3, 0.6, 0.9):
+        out = top_p_filter(logits, top_p)
+        for b in range(20):
+            assert {i for i in range(13) if out[b, i] > float("-inf")} == naive_top_p_keep(logits[b], top_p)
+
+
+def test_top_p_one_is_no_op():
+    """top_p = 1 returns the logits unchanged."""
+    logits = torch.randn(3, 7)
+    assert torch.equal(top_p_filter(logits, 1.0), logits)
+
+
+# -----------------------------------------------------------------------------
+# padding and scoring
+
+def test_pad_batch_hand_example():
+    """Right padding; resp_mask[b, t] = 1 exactly where ids[b, t + 1] is a response token."""
+    ids, attn, m = pad_batch([[1, 5, 6], [1, 7]], [[8, 9, 2], [10, 2]], PAD)
+    assert ids.tolist() == [[1, 5, 6, 8, 9, 2], [1, 7, 10, 2, 0, 0]]
+    assert attn.tolist() == [[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]]
+    assert m.tolist() == [[0, 0, 1, 1, 1], [0, 1, 1, 0, 0]]
+
+
+def test_pad_batch_mask_selects_the_responses():
+    """The targets ids[:, 1:] under resp_mask are, row by row, exactly the response tokens."""
+    prompts = [[1, 3, 4, 5], [1], [1, 6, 6]]
+    responses = [[7, 2], [8, 9, 10, 11, 2], [12]]
+    ids, _, m = pad_batch(prompts, responses, PAD)
+    for b, r in enumerate(responses):
+        assert ids[b, 1:][m[b].bool()].tolist() == r
+    assert m.sum().item() == sum(map(len, responses))
+
+
+def test_score_equals_plain_forward(tiny_lm):
+    """score's log-probs equal log_softmax of a plain HF forward at every target, and HF's own loss."""
+    ids, attn, m = pad_batch(PROMPTS, [[3, 4, 2], [5, 6, 7, 8, 2], [9]], PAD)
+    with torch.no_grad():
+        logp, H = score(tiny_lm, ids, attn)
+        logits = tiny_lm(input_ids=ids, attention_mask=attn).logits.double()
+        labels = torch.where(F.pad(m, (1, 0)).bool(), ids, torch.full_like(ids, -100))
+        hf_loss = tiny_lm(input_ids=ids, attention_mask=attn, labels=labels).loss
+    B, L = ids.shape
+    for b in range(B):
+        for t in range(L - 1):
+            if attn[b, t + 1]:
+                ref = F.log_softmax(logits[b, t], -1)[ids[b, t + 1]].item()
+                assert abs(logp[b, t].item() - ref) < 1e-4
+                ent = -(F.softmax(logits[b, t], -1) * F.log_softmax(logits[b, t], -1)).sum().item()
+                assert abs(H[b, t].item() - ent) < 1e-4
+    torch.testing.assert_close((-(logp * m).sum() / m.sum()).double(), hf_loss.double(), atol=1e-5, rtol=1e-5)
+
+
+def test_score_temperature_scales_logits(tiny_lm):
+    """score at temperature tau gives log_softmax(logits / tau) at the targets; entropies stay at T = 1."""
+    ids, attn, m = pad_batch(PROMPTS[:2], [[3, 4, 2], [5, 2]], PAD)
+    with torch.no_grad():
+        logp, H = score(tiny_lm, ids, attn, temperature=0.7)
+        _, H1 = score(tiny_lm, ids, attn, temperature=1.0)
+        logits = tiny_lm(input_ids=ids, attention_mask=attn).logits[:, :-1]
+    torch.testing.assert_close(logp, token_log_probs(logits / 0.7, ids[:, 1:]))
+    torch.testing.assert_close(H, H1)
+
+
+def test_score_padding_invariance(tiny_lm):
+    """Per-token log-probs of a sequence in a padded batch equal those of the sequence scored alone."""
+    responses = [[3, 4, 2], [5, 6, 7, 8, 9, 10, 2], [11]]
+    ids, attn, m = pad_batch(PROMPTS, responses, PAD)
+    with torch.no_grad():
+        logp, _ = score(tiny_lm, ids, attn)
+        for b, (p, r) in enumerate(zip(PROMPTS, responses)):
+            ids1, attn1, m1 = pad_batch([p], [r], PAD)
+            logp1, _ = score(tiny_lm, ids1, attn1)
+            torch.testing.assert_close(logp[b][m[b].bool()], logp1[0][m1[0].bool()], atol=1e-5, rtol=1e-5)
+
+
+def test_score_entropy_carries_gradient(tiny_lm):
+    """The entropy-bonus term reaches the weights: with A = 0, beta_H > 0 still gives a nonzero gradient."""
+    ids, attn, m = pad_batch(PROMPTS[:2], [[3, 4, 2], [5, 2]], PAD)
+    tiny_lm.zero_grad(set_to_none=True)
+    logp, H = score(tiny_lm, ids, attn, with_entropy=True)
+    loss, _ = grpo_loss(logp, logp.detach(), torch.zeros(2), m, m.sum(), H=H, beta_H=0.1)
+    loss.backward()
+    g = sum(p.grad.abs().sum().item() for p in tiny_lm.parameters() if p.grad is not None)
+    tiny_lm.zero_grad(set_to_none=True)
+    assert g > 0
+
+
+# -----------------------------------------------------------------------------
+# the GRPO loss (SPEC step 8)
+
+def naive_grpo_loss(logp, logp_old, A, mask, T, eps=0.2, offline=None, luffy=False):
+    """-(1/T) sum over masked tokens of min(r A, clip(r) A), or LUFFY's p/(p+0.1) A on offline rows."""
+    logp, logp_old, A, mask = (x.tolist() if torch.is_tensor(x) else x for x in (logp, logp_old, A, mask))
+    total = 0.0
+    for b in range(len(logp)):
+        for t in range(len(logp[b])):
+            if not mask[b][t]:
+                continue
+            if luffy and offline is not None and offline[b]:
+                p = math.exp(logp[b][t])
+                total += p / (p + 0.1) * A[b]
+            else:
+                r = math.exp(logp[b][t] - logp_old[b][t])
+                total += min(r * A[b], min(max(r, 1 - eps), 1 + eps) * A[b])
+    return -total / T
+
+
+def random_batch(seed, B=4, L=6):
+    g = torch.Generator().manual_seed(seed)
+    logp_old = -torch.rand(B, L, generator=g) * 3
+    logp = logp_old + torch.randn(B, L, generator=g) * 0.4   # ratios on both sides of the clip range
+    A = torch.randn(B, generator=g)
+    mask = (torch.rand(B, L, generator=g) > 0.3).float()
+    return logp, logp_old, A, mask
+
+
+def test_grpo_loss_equals_per_token_loop():
+    """grpo_loss equals a per-token Python loop of -min(r A, clip(r, 1-eps, 1+eps) A) / T over masked tokens."""
+    for seed in range(3):
+        logp, logp_old, A, mask = random_batch(seed)
+        loss, _ = grpo_loss(logp, logp_old, A, mask, T=17.0)
+        ref = naive_grpo_loss(logp.tolist(), logp_old.tolist(), A.tolist(), mask.tolist(), 17.0)
+        assert abs(loss.item() - ref) < 1e-5
+
+
+def one_token(ratio, A):
+    """A single-token batch with ratio r and advantage A; logp is a leaf that requires grad."""
+    logp = torch.tensor([[math.log(ratio) - 1.0]], requires_grad=True)
+    return logp, torch.tensor([[-1.0]]), torch.tensor([A]), torch.ones(1, 1)
+
+
+@pytest.mark.parametrize("ratio,A,clipped_value", [(1.5, 1.0, 1.2), (0.5, -1.0, -0.8)])
+def test_grpo_loss_clipped_cases_have_no_gradient(ratio, A, clipped_value):
+    """r = 1.5 with A > 0 is clipped at 1.2, r = 0.5 with A < 0 at 0.8: the loss is -clip(r) A, gradient 0."""
+    logp, logp_old, At, mask = one_token(ratio, A)
+    loss, st = grpo_loss(logp, logp_old, At, mask, T=1.0)
+    loss.backward()
+    assert abs(loss.item() + clipped_value) < 1e-6
+    assert logp.grad.item() == 0.0
+    assert st["clipped"].item() == 1.0
+
+
+@pytest.mark.parametrize("ratio,A", [(1.5, -1.0), (0.5, 1.0), (1.1, 1.0), (0.9, -1.0)])
+def test_grpo_loss_unclipped_cases_carry_gradient(ratio, A):
+    """When min picks the unclipped term the loss is -r A and d loss / d logp = -r A."""
+    logp, logp_old, At, mask = one_token(ratio, A)
+    loss, st = grpo_loss(logp, logp_old, At, mask, T=1.0)
+    loss.backward()
+    assert abs(loss.item() + ratio * A) < 1e-6
+    assert abs(logp.grad.item() + ratio * A) < 1e-6
+    assert st["clipped"].item() == 0.0
+
+
+def test_grpo_loss_ignores_masked_tokens():
+    """Masked tokens contribute neither loss nor gradient, whatever their ratio."""
+    logp, logp_old, A, mask = random_batch(3)
+    logp = logp.clone().requires_grad_(True)
+    loss, _ = grpo_loss(logp, logp_old, A, mask, T=10.0)
+    garbage = logp_old + torch.where(mask.bool(), torch.zeros_like(logp), torch.full_like(logp, 50.0))
+    loss2, _ = grpo_loss(logp.detach() + (garbage - logp_old) * (1 - mask), logp_old, A, mask, T=10.0)
+    loss.backward()
+    assert torch.isfinite(loss2) and abs(loss.item() - loss2.item()) < 1e-6
+    assert (logp.grad[mask == 0] == 0).all()
+
+
+def test_grpo_loss_divides_by_given_T():
+    """Doubling T halves the loss: the denominator is the caller's global token count, not the mask sum."""
+    logp, logp_old, A, mask = random_batch(4)
+    l1, _ = grpo_loss(logp, logp_old, A, mask, T=12.0)
+    l2, _ = grpo_loss(logp, logp_old, A, mask, T=24.0)
+    torch.testing.assert_close(l2, l1 / 2)
+
+
+def test_grpo_loss_micro_batches_sum_to_whole_batch():
+    """Two micro-batches each divided by the global T, summed, give the whole batch's loss and gradient."""
+    logp, logp_old, A, mask = random_batch(5, B=6)
+    T = mask.sum()
+    whole = logp.clone().requires_grad_(True)
+    loss, _ = grpo_loss(whole, logp_old, A, mask, T)
+    loss.backward()
+    split = logp.clone().requires_grad_(True)
+    la, _ = grpo_loss(split[:2], logp_old[:2], A[:2], mask[:2], T)
+    lb, _ = grpo_loss(split[2:], logp_old[2:], A[2:], mask[2:], T)
+    (la + lb).backward()
+    torch.testing.assert_close(la + lb, loss)
+    torch.testing.assert_close(split.grad, whole.grad)
+
+
+def test_grpo_loss_luffy_offline_rows():
+    """LUFFY mode: offline rows use p/(p+0.1) A and are never clipped; online rows keep the clipped surrogate."""
+    logp, logp_old, A, mask = random_batch(6)
+    logp_old[1] = logp[1] - math.log(3.0)  # offline row with ratio 3: would be clipped under the surrogate
+    A[1] = 1.0
+    offline = torch.tensor([False, True, False, True])
+    loss, st = grpo_loss(logp, logp_old, A, mask, T=9.0, offline=offline, luffy=True)
+    ref = naive_grpo_loss(logp.tolist(), logp_old.tolist(), A.tolist(), mask.tolist(), 9.0,
+                          offline=offline.tolist(), luffy=True)
+    assert abs(loss.item() - ref) < 1e-5
+    _, st_on = grpo_loss(logp[[0, 2]], logp_old[[0, 2]], A[[0, 2]], mask[[0, 2]], T=9.0)
+    assert st["clipped"].item() == st_on["clipped"].item()  # no clipped token counted on offline rows
+
+
+def test_grpo_loss_luffy_gradient_is_shaped():
+    """An offline token under LUFFY has d loss / d logp = -A * 0.1 p / (p + 0.1)^2, even at a huge ratio."""
+    p = 0.3
+    logp = torch.tensor([[math.log(p)]], requires_grad=True)
+    loss, _ = grpo_loss(logp, torch.tensor([[math.log(p) - 5.0]]), torch.tensor([2.0]), torch.ones(1, 1),
+                        T=1.0, offline=torch.tensor([True]), luffy=True)
+    loss.backward()
+    assert abs(loss.item() + 2.0 * p / (p + 0.1)) < 1e-6
+    assert abs(logp.grad.item() + 2.0 * 0.1 * p / (p + 0.1) ** 2) < 1e-5
+
+
+def test_grpo_loss_offline_without_luffy_is_on_policy():
+    """With luffy=False the offline flag changes nothing: offline tokens get the clipped surrogate."""
+    logp, logp_old, A, mask = random_batch(7)
+    a, _ = grpo_loss(logp, logp_old, A, mask, T=5.0, offline=torch.tensor([True, False, True, False]))
+    b, _ = grpo_loss(logp, logp_old, A, mask, T=5.0)
+    torch.testing.assert_close(a, b)
+
+
+def test_grpo_loss_entropy_bonus():
+    """beta_H > 0 subtracts beta_H * sum(H * mask) / T; beta_H = 0 ignores H."""
+    logp, logp_old, A, mask = random_batch(8)
+    H = torch.rand_like(logp) * 2
+    base, _ = grpo_loss(logp, logp_old, A, mask, T=11.0)
+    with_h, _ = grpo_loss(logp, logp_old, A, mask, T=11.0, H=H, beta_H=0.05)
+    zero, _ = grpo_loss(logp, logp_old, A, mask, T=11.0, H=H, beta_H=0.0)
+    torch.testing.assert_close(with_h, base - 0.05 * (H * mask).sum() / 11.0)
+    torch.testing.assert_close(zero, base)
+
+
+def test_grpo_loss_stats():
+    """stats: clipped counts masked clipped tokens, approx_kl (k3) >= 0 and 0 at ratio 1, tokens = mask sum."""
+    logp, logp_old, A, mask = random_batch(9)
+    _, st = grpo_loss(logp, logp_old, A, mask, T=1.0)
+    r = torch.exp(logp - logp_old)
+    naive_clipped = sum(1 for b in range(4) for t in range(6) if mask[b, t]
+                        and r[b, t] * A[b] > r[b, t].clamp(0.8, 1.2) * A[b])
+    assert st["clipped"].item() == naive_clipped > 0
+    assert st["approx_kl"].item() > 0
+    assert st["tokens"].item() == mask.sum().item()
+    _, st1 = grpo_loss(logp, logp.clone(), A, mask, T=1.0)
+    assert st1["approx_kl"].item() == 0.0 and st1["clipped"].item() == 0.0
+
+
+def test_grpo_loss_ratio_one_gradient_is_policy_gradient():
+    """At ratio 1 (num_iterations = 1) the gradient is -A * mask / T per token: plain policy gradient."""
+    logp, _, A, mask = random_batch(10)
+    logp = logp.clone().requires_grad_(True)
+    loss, _ = grpo_loss(logp, logp.detach(), A, mask, T=7.0)
+    loss.backward()
+    torch.testing.assert_close(logp.grad, -A[:, None] * mask / 7.0)
+
+
+# -----------------------------------------------------------------------------
+# sampling (SPEC step 2) against a naive full forward without a cache
+
+def naive_greedy(model, prompt, max_new_tokens, eos_id):
+    """Greedy decoding by re-running the full forward on the unpadded sequence at every step."""
+    seq, out = list(prompt), []
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            tok = model(input_ids=torch.tensor([seq])).logits[0, -1].argmax().item()
+            out.append(tok)
+            seq.append(tok)
+            if tok == eos_id:
+                break
+    return out
+
+
+def full_logits(model, prompt, response):
+    """Logits (len(response), V) of the full forward that predicts each response token."""
+    with torch.no_grad():
+        x = torch.tensor([prompt + response])
+        return model(input_ids=x).logits[0, len(prompt) - 1:len(prompt) + len(response) - 1].double()
+
+
+def test_greedy_equals_naive_full_forward(tiny_lm):
+    """Greedy sample() (KV cache, left padding, prompts of different lengths) equals the naive full-forward loop."""
+    out = sample(tiny_lm, PROMPTS, max_new_tokens=12, eos_id=-1, pad_id=PAD, temperature=0)
+    for p, toks in zip(PROMPTS, out["tokens"]):
+        assert toks == naive_greedy(tiny_lm, p, 12, -1)
+    assert out["truncated"].all()
+
+
+def test_rows_stop_at_their_own_eos(tiny_lm):
+    """With EOS set to a token one row emits early, that row ends at its first EOS; the others run on."""
+    free = sample(tiny_lm, PROMPTS, max_new_tokens=12, eos_id=-1, pad_id=PAD, temperature=0)["tokens"]
+    eos = free[0][3]
+    out = sample(tiny_lm, PROMPTS, max_new_tokens=12, eos_id=eos, pad_id=PAD, temperature=0)
+    for p, f, toks, trunc in zip(PROMPTS, free, out["tokens"], out["truncated"].tolist()):
+        assert toks == naive_greedy(tiny_lm, p, 12, eos)
+        if eos in f:
+            assert toks == f[:f.index(eos) + 1] and not trunc
+        else:
+            assert toks == f and trunc
+    assert len(out["tokens"][0]) <= 4 and out["tokens"][0][-1] == eos
+
+
+def test_H_last_is_entropy_at_final_token(tiny_lm):
+    """H_last equals the temperature-1 entropy of the full-forward distribution that emitted the final token."""
+    free = sample(tiny_lm, PROMPTS, max_new_tokens=10, eos_id=-1, pad_id=PAD, temperature=0)["tokens"]
+    eos = free[1][2]
+    out = sample(tiny_lm, PROMPTS, max_new_tokens=10, eos_id=eos, pad_id=PAD, temperature=0.8, seeds=[3, 4, 5])
+    for i, (p, toks) in enumerate(zip(PROMPTS, out["tokens"])):
+        logits = full_logits(tiny_lm, p, toks)
+        H = token_entropies(logits)
+        assert abs(out["H_last"][i].item() - H[-1].item()) < 1e-4
+        assert abs(out["H_mean"][i].item() - H.mean().item()) < 1e-4
+
+
+def test_sampled_logps_equal_full_forward(tiny_lm):
+    """Returned logps equal log_softmax(logits / temperature) at the sampled tokens, from a full forward."""
+    tau = 0.7
+    out = sample(tiny_lm, PROMPTS, max_new_tokens=10, eos_id=EOS, pad_id=PAD, temperature=tau, seeds=[11, 12, 13])
+    for p, toks, lp in zip(PROMPTS, out["tokens"], out["logps"]):
+        assert len(lp) == len(toks)
+        ref = F.log_softmax(full_logits(tiny_lm, p, toks) / tau, -1).gather(-1, torch.tensor(toks)[:, None])[:, 0]
+        torch.testing.assert_close(lp.double(), ref, atol=1e-4, rtol=1e-4)
+
+
+def test_seeded_sampling_is_deterministic(tiny_lm):
+    """The same seeds give the same tokens; different seeds give different samples."""
+    kw = dict(max_new_tokens=10, eos_id=EOS, pad_id=PAD, temperature=1.0)
+    a = sample(tiny_lm, PROMPTS, seeds=[1, 2, 3], **kw)
+    b = sample(tiny_lm, PROMPTS, seeds=[1, 2, 3], **kw)
+    c = sample(tiny_lm, PROMPTS, seeds=[101, 102, 103], **kw)
+    assert a["tokens"] == b["tokens"]
+    torch.testing.assert_close(a["H_last"], b["H_last"])
+    assert a["tokens"] != c["tokens"]
+
+
+def test_row_sample_independent_of_batch(tiny_lm):
+    """A row's sample depends on its seed alone, not on which other rows share its batch."""
+    kw = dict(max_new_tokens=10, eos_id=EOS, pad_id=PAD, temperature=1.0)
+    batch = sample(tiny_lm, PROMPTS, seeds=[21, 22, 23], **kw)["tokens"]
+    for i, p in enumerate(PROMPTS):
+        assert sample(tiny_lm, [p], seeds=[21 + i], **kw)["tokens"][0] == batch[i]
+
+
+def test_tiny_top_p_sampling_is_greedy(tiny_lm):
+    """top_p small enough to keep one token makes sampling equal greedy decoding."""
+    greedy = sample(tiny_lm, PROMPTS, max_new_tokens=8, eos_id=-1, pad_id=PAD, temperature=0)["tokens"]
+    nucleus = sample(tiny_lm, PROMPTS, max_new_tokens=8, eos_id=-1, pad_id=PAD, temperature=1.0, top_p=1e-6,
+                     seeds=[7, 8, 9])["tokens"]
+    assert nucleus == greedy
+
+
+def test_gumbel_max_frequencies_match_softmax():
+    """Gumbel-max over row_uniforms samples softmax(logits): frequencies over 6000 seeds within 4 sigma."""
+    p = torch.tensor([0.5, 0.3, 0.15, 0.05], dtype=torch.float64)
+    n = 6000
+    seeds = torch.arange(n, dtype=torch.int64)
+    u = row_uniforms(seeds, 3, 4)                                             # (n, 4)
+    assert (u > 0).all() and (u < 1).all()
+    tok = (p.log()[None] - torch.log(-torch.log(u))).argmax(-1)
+    freq = torch.bincount(tok, minlength=4).double() / n
+    sigma = (p * (1 - p) / n).sqrt()
+    assert ((freq - p).abs() < 4 * sigma).all(), freq
