@@ -85,7 +85,9 @@ class Config:
     save_every: int = 50                    # checkpoint every this many steps (and at the end)
     resume: bool = False                    # continue from out_dir/ckpt
     seed: int = 0
-    dtype: str = "float32"                  # float32 | bfloat16 (model weights; the loss is always float32)
+    dtype: str = "float32"                  # compute dtype: bfloat16 = autocast (weights, grads, Adam stay float32)
+    grad_ckpt: bool = False                 # gradient checkpointing in the update (recompute activations)
+    fsdp: bool = False                      # shard parameters, grads and Adam state with FSDP2 (fully_shard)
     threads: int = 0                        # CPU threads per rank (0 = cores / local ranks)
 
 
@@ -95,9 +97,10 @@ PRESETS = {
                   offline_file="data/offline_pool.jsonl", out_dir="runs/small", problems_per_step=128,
                   group_size=8, max_new_tokens=3000, lr=1e-6, temperature=1.0, max_steps=500,
                   instruction=" Please reason step by step, and put your final answer within \\boxed{}.",
-                  micro_batch_tokens=16384, eval_every=50, eval_problems=0, dtype="bfloat16"),
+                  micro_batch_tokens=16384, eval_every=50, eval_problems=0, dtype="bfloat16", grad_ckpt=True),
 }
-PRESETS["base"] = dict(PRESETS["small"], out_dir="runs/base", micro_batch_tokens=8192)
+# 7B: fp32 weights + grads + Adam are 16 bytes/param = 112 GB, more than one 80 GB GPU: shard them
+PRESETS["base"] = dict(PRESETS["small"], out_dir="runs/base", micro_batch_tokens=8192, fsdp=True)
 
 ALGOS = {  # SPEC's table of baselines and ablations, as field settings
     "oger": {},
@@ -192,6 +195,10 @@ else:
     torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // local_world))
 torch.manual_seed(cfg.seed)
 dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[cfg.dtype]
+# weights stay float32 (the optimizer's master copy); matmuls run in `dtype` under autocast, in the
+# update and in generation alike, so rollouts come from the precision that is trained
+def autocast():
+    return torch.autocast(device_type=device.split(":")[0], dtype=dtype, enabled=dtype != torch.float32)
 
 
 def print0(*a, **k):
@@ -229,16 +236,39 @@ if cfg.teachers:
 
 ckpt_dir = os.path.join(cfg.out_dir, "ckpt")
 resuming = cfg.resume and os.path.exists(os.path.join(ckpt_dir, "trainer_state.pt"))
-model, tokenizer = load_policy(ckpt_dir if resuming else cfg.model, dtype=dtype, device=device)
+model, tokenizer = load_policy(ckpt_dir if resuming else cfg.model, dtype=torch.float32, device=device)
+if cfg.grad_ckpt:  # only active in train mode; generation runs in eval mode with the KV cache
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 raw_model = model
-model = DDP(model) if ddp else model
+if cfg.fsdp and ddp:
+    from torch.distributed.fsdp import fully_shard
+    for layer in raw_model.model.layers:  # one all-gather per decoder layer, then the root (embeddings, head)
+        fully_shard(layer)
+    fully_shard(raw_model)  # in place: raw_model is the sharded module, its forward gathers as it goes
+elif ddp:
+    model = DDP(model)
 optimizer = torch.optim.AdamW(raw_model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+print0(f"policy: {sum(p.numel() for p in raw_model.parameters()) / 1e6:.2f}M parameters "
+       f"({'fsdp' if cfg.fsdp and ddp else 'ddp' if ddp else 'single process'}, compute {cfg.dtype})")
 start_step = 0
 if resuming:
     state = torch.load(os.path.join(ckpt_dir, "trainer_state.pt"), map_location="cpu", weights_only=False)
-    optimizer.load_state_dict(state["optimizer"])
+    if cfg.fsdp and ddp:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+        set_optimizer_state_dict(raw_model, optimizer, state["optimizer"],
+                                 options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    else:
+        optimizer.load_state_dict(state["optimizer"])
     start_step = state["step"]
     print0(f"resumed from {ckpt_dir} at step {start_step}")
+fsdp = cfg.fsdp and ddp
+
+
+def lockstep(done):
+    """All ranks stop generating together: FSDP's forward is a collective (CPU-GPU sync point)."""
+    flag = torch.tensor([float(done.all())], device=done.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
 
 # offline trajectories: tokenised once; over-budget ones dropped and counted, never truncated
 offline = {}
@@ -261,7 +291,7 @@ needs_D = cfg.replace_mode == "replace" or (cfg.exploration_reward and cfg.use_d
 encoder = enc_tok = None
 if needs_D and n_off:
     enc_dir = cfg.encoder or cfg.model  # the frozen copy is the *initial* policy, also on resume
-    encoder, enc_tok = load_encoder(enc_dir, dtype=dtype, device=device)
+    encoder, enc_tok = load_encoder(enc_dir, dtype=dtype, device=device)  # frozen: no fp32 master needed
     flat = [(pid, i) for pid in sorted(offline) for i in range(len(offline[pid]))]
     texts = [offline[pid][i]["text"] for pid, i in flat]
     key = cache_key(cfg.offline_file, texts, enc_dir, cfg.encoder_max_tokens)
@@ -316,12 +346,19 @@ def micro_batches(rows):
 
 def save_checkpoint(step):
     """An HF directory (from_pretrained loads it) plus trainer_state.pt; written then renamed."""
+    model_sd = optim_sd = None
+    if fsdp:  # gather full (unsharded) state on rank 0; every rank must take part
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                             get_optimizer_state_dict)
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        model_sd = get_model_state_dict(raw_model, options=opts)
+        optim_sd = get_optimizer_state_dict(raw_model, optimizer, options=opts)
     if not master_process:
         return
     tmp = ckpt_dir + ".tmp"
-    raw_model.save_pretrained(tmp, safe_serialization=True)
+    raw_model.save_pretrained(tmp, safe_serialization=True, state_dict=model_sd)
     tokenizer.save_pretrained(tmp)
-    torch.save({"optimizer": optimizer.state_dict(), "step": step, "config": dataclasses.asdict(cfg)},
+    torch.save({"optimizer": optim_sd or optimizer.state_dict(), "step": step, "config": dataclasses.asdict(cfg)},
                os.path.join(tmp, "trainer_state.pt"))
     if os.path.exists(ckpt_dir):
         os.replace(ckpt_dir, ckpt_dir + ".old")
@@ -333,8 +370,9 @@ def save_checkpoint(step):
 
 def run_eval(step):
     raw_model.eval()
-    res = evaluate(raw_model, tokenizer, heldout, cfg.max_new_tokens, cfg.instruction,
-                   rank=ddp_rank, world_size=ddp_world_size)
+    with autocast():
+        res = evaluate(raw_model, tokenizer, heldout, cfg.max_new_tokens, cfg.instruction,
+                       rank=ddp_rank, world_size=ddp_world_size, **({"sync": lockstep} if fsdp else {}))
     raw_model.train()
     return res
 
@@ -382,9 +420,11 @@ for step in pbar:
     online = []
     if not cfg.sft_only:
         raw_model.eval()
-        roll = sample(raw_model, [prompt_cache[p["id"]] for p in probs for _ in range(N)], cfg.max_new_tokens,
-                      tokenizer.eos_token_id, tokenizer.pad_token_id, cfg.temperature, cfg.top_p,
-                      seeds=[zlib.crc32(f"{k},{i}".encode()) for k in keys for i in range(N)])
+        with autocast():
+            roll = sample(raw_model, [prompt_cache[p["id"]] for p in probs for _ in range(N)], cfg.max_new_tokens,
+                          tokenizer.eos_token_id, tokenizer.pad_token_id, cfg.temperature, cfg.top_p,
+                          seeds=[zlib.crc32(f"{k},{i}".encode()) for k in keys for i in range(N)],
+                          sync=lockstep if fsdp else None)
         raw_model.train()
         texts = tokenizer.batch_decode(roll["tokens"], skip_special_tokens=True)
         for j, text in enumerate(texts):
@@ -396,7 +436,8 @@ for step in pbar:
     # ---- embed and diverge (SPEC 4): D_i = clamp(1 - mean_j cos(e_i, e_j^off), 0, 1)
     t0 = time.time()
     if encoder is not None and online:
-        E_on = embed(encoder, enc_tok, [o["text"] for o in online], cfg.encoder_max_tokens)  # (B*N, d)
+        with autocast():
+            E_on = embed(encoder, enc_tok, [o["text"] for o in online], cfg.encoder_max_tokens)  # (B*N, d)
     for g, p in enumerate(probs):
         grp = online[g * N:(g + 1) * N]
         offs = offline.get(p["id"], [])
@@ -460,19 +501,22 @@ for step in pbar:
             for c in chunks:
                 if c:
                     ids, attn, m = pad_batch([r["prompt"] for r in c], [r["tokens"] for r in c], tokenizer.pad_token_id, device)
-                    logp, _ = score(raw_model, ids, attn, cfg.temperature, with_entropy=False)
+                    with autocast():
+                        logp, _ = score(raw_model, ids, attn, cfg.temperature, with_entropy=False)
                     for r, lp, mm in zip(c, logp, m):
                         r["logp_old"] = lp[mm.bool()]
     for it in range(cfg.num_iterations):
         for g_ in optimizer.param_groups:
             g_["lr"] = lr_at(step)
         for ci, c in enumerate(chunks):
-            sync = nullcontext() if (not ddp or ci == len(chunks) - 1) else model.no_sync()
+            # DDP all-reduces gradients on the last micro-batch only; FSDP reduce-scatters every one
+            sync = model.no_sync() if ddp and not fsdp and ci < len(chunks) - 1 else nullcontext()
             with sync:
                 if not c:  # a padding chunk: keeps collectives in step, contributes zero gradient
                     c = [{"prompt": prompt_cache[probs[0]["id"]], "tokens": [tokenizer.eos_token_id], "A": 0.0, "offline": False}]
                 ids, attn, m = pad_batch([r["prompt"] for r in c], [r["tokens"] for r in c], tokenizer.pad_token_id, device)
-                logp, H = score(model, ids, attn, cfg.temperature, with_entropy=bool(cfg.entropy_coef))  # (b, L-1)
+                with autocast():  # score() upcasts logits: log-probs and the loss are float32
+                    logp, H = score(model, ids, attn, cfg.temperature, with_entropy=bool(cfg.entropy_coef))  # (b, L-1)
                 if cfg.sft_only:
                     loss = -(logp * m).sum() / (T / ddp_world_size)
                     st = {"clipped": torch.tensor(0.0), "approx_kl": torch.tensor(0.0), "tokens": m.sum()}
@@ -493,6 +537,7 @@ for step in pbar:
                 for k in stats:
                     stats[k] += float(st[k])
         grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
+        grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm  # FSDP: DTensor
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     t_update = time.time() - t0

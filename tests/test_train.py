@@ -156,3 +156,14 @@ def test_malformed_line_names_file_line_and_field(world, tmp_path):
     assert p.returncode != 0
     assert f"{bad}:3: field 'answer' is missing" in p.stderr
     assert not os.path.exists(tmp_path / "x" / "metrics.jsonl")
+
+
+def test_fsdp_update_equals_ddp(world, tmp_path):
+    """--fsdp=true (FSDP2 fully_shard, 2 gloo ranks) logs the metrics and reaches the weights of DDP."""
+    run(world, tmp_path / "ddp", "--max_steps=2", nproc=2)
+    run(world, tmp_path / "fsdp", "--max_steps=2", "--fsdp=true", nproc=2)
+    same_metrics(metrics(tmp_path / "ddp"), metrics(tmp_path / "fsdp"))
+    pd, pf = params(tmp_path / "ddp"), params(tmp_path / "fsdp")
+    assert pd.keys() == pf.keys()
+    for k in pd:
+        torch.testing.assert_close(pd[k], pf[k], rtol=1e-3, atol=1e-5)

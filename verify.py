@@ -1,0 +1,547 @@
+r"""The verifiable reward R_m (SPEC step 3): does a response's final answer equal the gold answer?
+
+verify(response, gold) -> bool and extract_answer(response) -> str | None are pure functions;
+`stats` counts calls, errors (exceptions turned into False) and timeouts of the symbolic check.
+    python verify.py $'23*47 = 1081\n#### 1081' 1081     # prints the extracted answer and the verdict
+    python -m pytest -q tests/test_verify.py
+Cheapest first: the final answer is whichever of the last \boxed{}, '#### N' and 'the answer is'
+comes last; both sides are normalised (units, $, \dfrac, separators, markup); plain numbers compare
+exactly as Fractions in-process; lists, sets, tuples, intervals and matrices compare item by item;
+only what is left (radicals, pi, symbols) goes to sympy, in a helper process that is killed after
+SYMPY_TIMEOUT seconds (signal.alarm would only work on the main thread). Exact means exact: 0.33 is
+not 1/3, and 15 is not 0.15.
+
+Deliberately not handled (all rejected unless said otherwise):
+  no final-answer statement   a bare '1081', or '... = 1081' cut off before '####' / a box / 'answer is'
+  prose after the answer      'The answer is 5 because ...', 'B, since ...'; 'St. Louis' is cut at 'St'
+  units                       single-letter plain units '5 m' (but '5\text{ m}' works); '4 h 30 min' vs 4.5
+  approximation               gold '3.14' vs '\pi' (no tolerance either way); repeating '0.\overline{3}'
+  equivalent forms            '[3, \infty)' vs 'x \ge 3'; '2x+2y=2' vs 'x+y=1'; 'sin^2 x + cos^2 x' vs 1
+  notation                    subscripts 'a_1', '\log_2 8'; factorials '5!'; '\mathbb{R}'
+  accepted on purpose         '1,234' is 1234, never the list 1, 234; 'y = 3' matches gold 'x = 3'
+"""
+import atexit
+import functools
+import json
+import os
+import re
+import select
+import subprocess
+import sys
+import threading
+import time
+from fractions import Fraction
+
+SYMPY_TIMEOUT = 3.0  # seconds one symbolic check may take before its helper process is killed
+MAX_LEN = 2000       # longer "answers" are garbage: compared as strings only
+
+stats = {"calls": 0, "errors": 0, "timeouts": 0}
+last_error = None  # repr of the latest exception turned into False, for debugging
+
+
+def reset_stats() -> dict:
+    """A copy of stats, then zero them (train.py logs this every step)."""
+    out = dict(stats)
+    for k in stats:
+        stats[k] = 0
+    return out
+
+
+def verify(response: str, gold: str) -> bool:
+    """True iff the final answer of response equals gold (a bare answer, or one inside \\boxed{})."""
+    global last_error
+    stats["calls"] += 1
+    try:
+        ans = extract_answer(response)
+        return ans is not None and _equivalent(ans, _gold_answer(gold))
+    except Exception as e:  # a bug or a hostile input must not end the run: count it, reward 0
+        stats["errors"] += 1
+        last_error = repr(e)
+        return False
+
+# -----------------------------------------------------------------------------
+# extraction
+
+_BOX = re.compile(r"\\(?:boxed|fbox)")
+_PHRASE = re.compile(r"\banswers?\b\s*(?:\*\*\s*|__\s*)?(?:is\b\s*:?|are\b\s*:?|:)", re.I)
+
+
+def _group(s, i):
+    """(content, end) of the {group} opening at s[i]; None if it never closes."""
+    depth = 0
+    for j in range(i, len(s)):
+        if s[j] == "{":
+            depth += 1
+        elif s[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return s[i + 1:j], j + 1
+    return None
+
+
+def _boxes(text):
+    """[(start, content)] of the last box and the boxes just before it on its line; None if unclosed."""
+    out = []
+    for m in reversed(list(_BOX.finditer(text))):
+        i = m.end()
+        while i < len(text) and text[i] == " ":
+            i += 1
+        if text.startswith("{", i):
+            box = _group(text, i)
+        else:  # \boxed 5
+            tok = re.match(r"[^\s$]+", text[i:i + 100])
+            box = (tok[0], i + tok.end()) if tok else None
+        if box is None:
+            return out[::-1] if out else None  # the last box is unclosed: truncated, no answer
+        if out:
+            gap = text[box[1]:out[-1][0]]  # negative when this box encloses the later one
+            if box[1] > out[-1][0] or len(gap) > 40 or "\n" in gap:
+                break
+        out.append((m.start(), box[0]))
+    return out[::-1]
+
+
+def extract_answer(response: str) -> str | None:
+    """The final answer: the last \\boxed{} (several on one line join as 'a, b'), '#### N' or
+    '(final) answer is/:' -- whichever comes last. None if there is none or the last box is unclosed."""
+    cands = []
+    boxes = _boxes(response)
+    if boxes is None:
+        return None
+    if boxes:
+        cands.append((boxes[-1][0], ", ".join(c for _, c in boxes)))
+    i = response.rfind("####")
+    if i >= 0:
+        cands.append((i, response[i + 4:].strip().split("\n", 1)[0]))
+    m = None
+    for m in _PHRASE.finditer(response):
+        pass
+    if m:  # the rest of the line (or the next line), up to the end of the sentence
+        line = response[m.end():].strip().split("\n", 1)[0]
+        cands.append((m.start(), re.split(r"\.\s", line, maxsplit=1)[0]))
+    if not cands:
+        return None
+    ans = max(cands)[1].strip().strip("*").strip().rstrip(".").strip()
+    return ans or None
+
+
+def _gold_answer(gold):
+    """The gold answer itself, also when it comes as '\\boxed{5}' or '... #### 5'."""
+    g = str(gold).strip()
+    if "\\boxed" in g or "\\fbox" in g or "####" in g:
+        return extract_answer(g) or g
+    return g
+
+# -----------------------------------------------------------------------------
+# normalisation
+
+_UNICODE = str.maketrans({"−": "-", "–": "-", "π": "\\pi ", "∞": "\\infty ", "√": "\\sqrt", "×": "\\times ",
+                          "·": "\\cdot ", "≤": "\\le ", "≥": "\\ge ", "≠": "\\ne ", "∪": "\\cup ", "°": ""})
+_TEXT_CMDS = r"\\(?:text|textbf|textit|textrm|textnormal|mathrm|mathbf|mathit|boldsymbol|emph|mbox|operatorname)"
+_NORM = [(re.compile(p), r) for p, r in [
+    (r"\\[dt]frac", r"\\frac"),
+    (r"\\(?:left|right|displaystyle|bigl|bigr|big|Big)(?![a-zA-Z])|(?<!\\)\\[!,;: ]|~|\\\$|\$|\\[()\[\]]", ""),
+    (r"\{,\}", ","),
+    (r"\^\s*\{?\s*\\circ\s*\}?|\\circ|\\%|%", ""),
+    (r"\\(?:leq|leqslant)(?![a-zA-Z])", r"\\le"), (r"\\(?:geq|geqslant)(?![a-zA-Z])", r"\\ge"),
+    (r"\\neq(?![a-zA-Z])", r"\\ne"), (r"\\sqrt\s*\(", "sqrt("),
+    # a \text{...} of plain words right after a number is a unit: 5\text{ cm}^2
+    (r"(?<=[\d}])\s*" + _TEXT_CMDS + r"\s*\{\s*[a-zA-Z][a-zA-Z\s.]*\}(?:\^\{?\d\}?)?$", ""),
+    (_TEXT_CMDS + r"\s*\{([^{}]*)\}", r"\1"), (_TEXT_CMDS + r"\s*\{([^{}]*)\}", r"\1"),  # \textbf{\text{..}}
+]]
+_MATHWORDS = {"sqrt", "sin", "cos", "tan", "cot", "sec", "csc", "log", "exp", "arcsin", "arccos", "arctan",
+              "infty", "infinity", "inf", "and", "or", "mod", "pmatrix", "bmatrix", "matrix", "pi", "to", "ln", "oo"}
+_HEDGES = {"not", "more", "less", "least", "most", "about", "approximately", "roughly", "plus", "minus", "over"}
+_UNIT = re.compile(r"(.*?[\d}])\s*([a-zA-Z]{2,}(?:/[a-zA-Z]+)?\.?)(?:\s+([a-zA-Z]{2,}\.?))?(?:\^\d)?")
+_THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?|[+-]?\d{1,3}(?: \d{3})+(?:\.\d+)?")
+
+
+def _norm(s):
+    """Canonical surface form: no $, markup, units or separators; spaces kept only between words."""
+    s = s.translate(_UNICODE)
+    for p, r in _NORM:
+        s = p.sub(r, s)
+    s = s.strip().strip("*_").strip().rstrip(".").strip()
+    m = _UNIT.fullmatch(s)  # 15 apples, 4 hours, 12 sq ft -- but not 3 pi, 2 and 3, 5 or more
+    if m and not {w.lower().rstrip(".") for w in m.groups()[1:] if w} & (_MATHWORDS | _HEDGES):
+        s = m[1]
+    if _THOUSANDS.fullmatch(s):
+        s = re.sub(r"[, ]", "", s)
+    return re.sub(r" ?([^\w ]) ?", r"\1", re.sub(r"\s+", " ", s))
+
+
+def _wordy(s):
+    """True if s holds a word of 3+ letters that is not math (Monday, hours, undefined)."""
+    return any(w.lower() not in _MATHWORDS for w in re.findall(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}", s))
+
+
+def _text(s):
+    """Case-, punctuation- and article-free form of a text answer."""
+    return " ".join(w for w in re.sub(r"[^\w\s]", " ", s.lower()).split() if w not in ("a", "an", "the"))
+
+
+_GOLD_CHOICE = re.compile(r"\(?([A-J])\)?|\(([a-j])\)")
+_CHOICE = re.compile(r"(?:option|choice)?\s*(?:\(([A-Ja-j])\)|([A-Ja-j])(?=[.:)]|$))[.:)]?(.*)", re.I | re.S)
+
+
+def _choice(a):
+    """The option letter an answer picks: (B), B), b, 'B. mitochondria'; None if none or several."""
+    m = _CHOICE.fullmatch(a)
+    if not m or re.search(r"\([A-Ja-j]\)|\b[A-J][.)]|\b(?:or|and)\s*(?:\([A-Ja-j]\)|[A-J]\b)", m[3]):
+        return None
+    return (m[1] or m[2]).upper()
+
+# -----------------------------------------------------------------------------
+# equivalence
+
+_PLAIN = re.compile(r"[+-]?\d+(?:\.\d+)?")
+_N = r"[+-]?(?:\d+\.?\d*|\.\d+)"
+_RATIO = re.compile(rf"({_N})/({_N})|([+-]?)\\frac(?:\{{({_N})\}}\{{({_N})\}}|(\d)(\d))")
+_MIXED = re.compile(r"(-?)(\d+)\s*(?:(\d+)/(\d+)|\\frac\{(\d+)\}\{(\d+)\})")
+_SCI = re.compile(rf"(?:({_N})(?:[eE]|(?:\\times|\\cdot|\*|x)\s*10\^)|10\^)\{{?([+-]?\d+)\}}?")
+_BASE = re.compile(r"([0-9A-Za-z]+)_\{?\(?(\d+)\)?\}?")
+_REL = re.compile(r"(<|>|\\(?:le|ge|lt|gt|ne)(?![a-zA-Z]))")
+
+
+def _number(s):
+    """Exact value of an integer, decimal, fraction, mixed number or 1.2e5 / 1.2\\times10^{5}; else None."""
+    if re.fullmatch(_N, s):
+        return Fraction(s)
+    if m := _RATIO.fullmatch(s):
+        num, den = (m[1], m[2]) if m[1] else (m[4] or m[6], m[5] or m[7])
+        sign = -1 if m[3] == "-" else 1
+        return sign * Fraction(num) / Fraction(den) if Fraction(den) != 0 else None
+    if (m := _MIXED.fullmatch(s)) and int(m[3] or m[5]) < int(m[4] or m[6]):  # 2 1/2, 2\frac{1}{2}
+        v = int(m[2]) + Fraction(int(m[3] or m[5]), int(m[4] or m[6]))
+        return -v if m[1] else v
+    if (m := _SCI.fullmatch(s)) and abs(int(m[2])) <= 400:  # bound: 1e999999999 must not hang
+        return Fraction(m[1] or 1) * Fraction(10) ** int(m[2])
+    return None
+
+
+def _equivalent(a, g):
+    """Does answer a equal gold answer g (both extracted, not yet normalised)?"""
+    if a == g:
+        return True
+    if _PLAIN.fullmatch(a) and _PLAIN.fullmatch(g):  # the hot path: no regex soup, no sympy
+        return Fraction(a) == Fraction(g)
+    if len(a) > MAX_LEN or len(g) > MAX_LEN:
+        return False
+    a, g = _norm(a), _norm(g)
+    if a == g:
+        return True
+    if c := _GOLD_CHOICE.fullmatch(g):
+        return _choice(a) == (c[1] or c[2]).upper()
+    if _wordy(a) or _wordy(g):
+        return _text(a) == _text(g)
+    return _struct_equal(a, g)
+
+
+def _split(s, sep=","):
+    """s split at sep outside any brackets."""
+    parts, depth, start = [], 0, 0
+    for i, c in enumerate(s):
+        depth += (c in "([{") - (c in ")]}")
+        if c == sep and depth == 0:
+            parts.append(s[start:i])
+            start = i + 1
+    return parts + [s[start:]]
+
+
+def _structure(s):
+    """(kind, items): 'list' (order-free), 'set', a bracket pair like '[)', 'matrix' or 'scalar' (items = s)."""
+    if m := re.fullmatch(r"(?:[a-zA-Z](?:_\{?\w+\}?)?|\([a-zA-Z,]+\)|[a-zA-Z]\([a-zA-Z]\))(?:=|\\in(?![a-z]))(.+)", s):
+        s = m[1]  # x = 3, (x,y) = (1,2), f(x) = 2x, x \in [1,2)
+    if m := re.fullmatch(r"\\begin\{([pbB]?matrix)\}(.*)\\end\{\1\}", s, re.S):
+        return "matrix", [_split(row, "&") for row in m[2].split("\\\\") if row.strip()]
+    if s.startswith("\\{") and s.endswith("\\}"):
+        return "set", _split(s[2:-2])
+    depth = [0]
+    for c in s:
+        depth.append(depth[-1] + (c in "([{") - (c in ")]}"))
+    if len(s) > 2 and s[0] in "([" and s[-1] in ")]" and 0 not in depth[1:-1]:  # one bracket pair around all
+        items = _split(s[1:-1])
+        if len(items) > 1:
+            return s[0] + s[-1], items
+    parts = _split(s)
+    for sep in (r"\\cup", r"(?<![a-zA-Z])(?:or|and)(?![a-zA-Z])"):
+        if len(parts) == 1:
+            parts = re.split(sep, s)
+    if len(parts) == 1 and s.count("\\pm") == 1:
+        x, y = s.split("\\pm")
+        parts = [f"{x}+{y}", f"{x}-{y}"]
+    parts = [p.strip() for p in parts]
+    return ("list", parts) if len(parts) > 1 else ("scalar", s)
+
+
+def _cells(kind, items):
+    """(shape, flat items); a one-row or one-column matrix is a vector, like a tuple."""
+    if kind != "matrix":
+        return (kind, len(items)), items
+    flat = [c for row in items for c in row]
+    if len(items) == 1 or all(len(row) == 1 for row in items):
+        return ("()", len(flat)), flat
+    return ("matrix",) + tuple(len(row) for row in items), flat
+
+
+def _struct_equal(a, g):
+    """Equality of normalised answers: lists and sets order-free, tuples/intervals/matrices item by item."""
+    (ka, ia), (kg, ig) = _structure(a), _structure(g)
+    if kg in ("list", "set"):
+        ia = [ia] if ka == "scalar" else ia
+        if ka not in ("list", "set", "scalar") or len(ia) != len(ig):
+            return False
+        pool = list(ia)
+        for y in ig:
+            j = next((j for j, x in enumerate(pool) if _struct_equal(x, y)), None)
+            if j is None:
+                return False
+            del pool[j]
+        return True
+    if "scalar" in (ka, kg):
+        return ka == kg and _scalar_equal(ia, ig)
+    (sa, ca), (sg, cg) = _cells(ka, ia), _cells(kg, ig)
+    return sa == sg and all(_struct_equal(x, y) for x, y in zip(ca, cg))
+
+
+def _relation(s):
+    """(sides, ops) of an (in)equality chain, turned to read with < and \\le; None if s has none."""
+    bits = _REL.split(s)
+    if len(bits) == 1:
+        return None
+    sides, ops = bits[0::2], [{"\\lt": "<", "\\gt": ">"}.get(o, o) for o in bits[1::2]]
+    if ops[0] in (">", "\\ge"):
+        sides, ops = sides[::-1], [{">": "<", "\\ge": "\\le"}.get(o, o) for o in ops[::-1]]
+    return sides, ops
+
+
+def _scalar_equal(a, g):
+    """Equality of two normalised single answers: exact numbers, bases, relations, then sympy."""
+    if a == g:
+        return True
+    x, y = _number(a), _number(g)
+    if x is not None and y is not None:
+        return x == y
+    ba, bg = _BASE.fullmatch(a), _BASE.fullmatch(g)
+    if ba or bg:  # 312_5 is not 312_6; a bare 312 may answer 312_5
+        return bool(bg) and (ba[1] if ba else a).upper().lstrip("0") == bg[1].upper().lstrip("0") \
+            and (not ba or ba[2] == bg[2])
+    ra, rg = _relation(a), _relation(g)
+    if ra or rg:
+        return bool(ra and rg) and ra[1] == rg[1] and len(ra[0]) == len(rg[0]) and \
+            all(_scalar_equal(p, q) for p, q in zip(ra[0], rg[0]))
+    if "=" in a or "=" in g:  # equations: l1 - r1 = +-(l2 - r2)
+        if a.count("=") != 1 or g.count("=") != 1:
+            return False
+        da, dg = (_to_sympy("({})-({})".format(*s.split("="))) for s in (a, g))
+        return bool(da and dg) and (_sympy_equal(da, dg) or _sympy_equal(da, f"-({dg})"))
+    sa, sg = _to_sympy(a), _to_sympy(g)
+    if sa is None or sg is None:
+        return False
+    if _canon(sa) == _canon(sg):  # 3*sqrt(5) and 3\sqrt{5}: no need to ask sympy
+        return True
+    if (x is not None and _has_symbols(sg)) or (y is not None and _has_symbols(sa)):
+        return False  # a number never equals an expression in free variables: skip sympy
+    return _sympy_equal(sa, sg)
+
+# -----------------------------------------------------------------------------
+# latex -> sympy syntax (in this process: plain string work), then sympy (in the helper process)
+
+_FUNCS = {"sqrt", "pi", "oo", "sin", "cos", "tan", "cot", "sec", "csc", "asin", "acos", "atan", "log", "exp",
+          "I", "E"}
+_RENAME = {"ln": "log", "arcsin": "asin", "arccos": "acos", "arctan": "atan", "infty": "oo", "i": "I", "e": "E",
+           "cdot": "*", "times": "*", "div": "/"}
+
+
+def _arg(s, i):
+    """(argument, next index) of a latex command at s[i]: a {group}, a \\command or one character."""
+    while i < len(s) and s[i] == " ":
+        i += 1
+    if i >= len(s):
+        raise ValueError("missing argument")
+    if s[i] == "{":
+        if (g := _group(s, i)) is None:
+            raise ValueError("unclosed brace")
+        return g
+    m = re.match(r"\\[a-zA-Z]+", s[i:])
+    return (m[0], i + m.end()) if m else (s[i], i + 1)
+
+
+def _expand(s):
+    """\\frac{a}{b} -> ((a)/(b)), \\sqrt{a} -> sqrt(a), \\sqrt[n]{a} -> ((a)**(1/(n))), recursively."""
+    out, i = [], 0
+    while i < len(s):
+        if s.startswith("\\frac", i):
+            a, i = _arg(s, i + 5)
+            b, i = _arg(s, i)
+            out.append(f"(({_expand(a)})/({_expand(b)}))")
+        elif s.startswith("\\sqrt", i):
+            i, n = i + 5, None
+            if s.startswith("[", i):
+                j = s.index("]", i)
+                n, i = s[i + 1:j], j + 1
+            a, i = _arg(s, i)
+            out.append(f"sqrt({_expand(a)})" if n is None else f"(({_expand(a)})**(1/({_expand(n)})))")
+        else:
+            out.append(s[i])
+            i += 1
+    return "".join(out)
+
+
+def _name(w):
+    """A whitelisted sympy name, or single-letter symbols (xy -> x y: implicit product)."""
+    w = _RENAME.get(w, w)
+    return w if w in _FUNCS or not w.isalpha() else " ".join(_RENAME.get(c, c) for c in w)
+
+
+def _command(m):
+    """A latex command -> its sympy name (\\pi -> pi, \\cdot -> *); unknown ones poison the string."""
+    w = _RENAME.get(m[1], m[1])
+    return f" {w} " if w in _FUNCS or w in ("*", "/") else "\\BAD"
+
+
+def _to_sympy(s):
+    """Math in latex or plain text -> a parse_expr string of digits, + - * / ( ) and whitelisted names.
+
+    None when s is not that (unknown command, subscript) or too big to evaluate safely
+    (10^{10^{10}}, exponents >= 1000): sympy evaluates powers eagerly and would hang.
+    """
+    if len(s) > 300 or re.search(r"\d\s+\d|\d[eE][+-]?\d", s):  # '10 81' is no number; 1e999 no power
+        return None
+    try:
+        s = _expand(s)
+    except (ValueError, RecursionError):
+        return None
+    s = re.sub(r"\\([a-zA-Z]+)", _command, s)
+    s = s.replace("{", "(").replace("}", ")").replace("^", "**")
+    s = re.sub(r"(\d+)\.(\d+)", lambda m: f"({m[1]}{m[2]}/1{'0' * len(m[2])})", s)  # exact decimals
+    s = re.sub(r"[a-zA-Z]+", lambda m: _name(m[0]), s)
+    if not re.fullmatch(r"[0-9A-Za-z\s+\-*/()]+", s) or re.search(r"\*\*[\s(+-]*\d{4,}", s) \
+            or re.search(r"\*\*\s*(?:\d+|\([\d\s+\-*/(]*)\*\*", s):
+        return None
+    return s
+
+
+def _canon(s):
+    """A _to_sympy string without spaces and implicit-looking '*' (3*sqrt(5) -> 3sqrt(5))."""
+    return re.sub(r"\s+|(?<=[\d)])\*(?=[A-Za-z(])", "", s)
+
+
+def _has_symbols(s):
+    """True if a _to_sympy string has a free variable (a single letter other than I and E)."""
+    return any(len(w) == 1 and w not in "IE" for w in re.findall(r"[A-Za-z]+", s))
+
+
+_worker = None  # the sympy helper process, started on first need; one per process (and per DDP rank)
+_worker_lock = threading.Lock()
+
+
+def _stop_worker():
+    """Kill the helper process and reap it (wait), so no zombie is left."""
+    global _worker
+    if _worker is not None:
+        _worker.kill()
+        _worker.wait()
+        _worker.stdin.close()
+        _worker.stdout.close()
+        _worker = None
+
+
+def _forget_worker():
+    """In a forked child: the parent's helper and lock are the parent's, start afresh."""
+    global _worker, _worker_lock
+    _worker, _worker_lock = None, threading.Lock()
+
+
+atexit.register(_stop_worker)
+os.register_at_fork(after_in_child=_forget_worker)
+
+
+def _readline(p, timeout):
+    """One line from the helper, or None if none came within timeout seconds."""
+    fd, buf, end = p.stdout.fileno(), b"", time.monotonic() + timeout
+    while not buf.endswith(b"\n"):
+        left = end - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return None
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            raise RuntimeError("sympy helper process died")
+        buf += chunk
+    return buf.decode()
+
+
+@functools.lru_cache(maxsize=4096)  # groups repeat answers: ask sympy once
+def _sympy_equal(a, b):
+    """a == b (parse_expr strings) by sympy in the helper; False and stats['timeouts'] += 1 past the limit."""
+    global _worker
+    with _worker_lock:
+        try:
+            if _worker is not None and _worker.poll() is not None:
+                _stop_worker()
+            if _worker is None:
+                _worker = subprocess.Popen([sys.executable, "-P", os.path.abspath(__file__), "--worker"], bufsize=0,
+                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                if _readline(_worker, 60) != "ready\n":  # importing sympy: seconds on a busy machine
+                    raise RuntimeError("sympy helper process did not start")
+            _worker.stdin.write(json.dumps([a, b]).encode() + b"\n")
+            line = _readline(_worker, SYMPY_TIMEOUT)
+        except BaseException:
+            _stop_worker()
+            raise
+        if line is None:
+            stats["timeouts"] += 1
+            _stop_worker()  # it may be stuck in C code forever: kill, restart on the next call
+            return False
+    if line.startswith("E"):
+        raise RuntimeError("sympy: " + line[2:].strip())
+    return line == "1\n"
+
+
+def _worker_main():
+    """The helper process: read [a, b] JSON lines, answer 1 (equal), 0, or E <error>."""
+    import random
+    import resource
+    import signal
+    import sympy
+    from sympy.parsing.sympy_parser import implicit_multiplication_application, parse_expr, standard_transformations
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which then kills us
+    hard = resource.getrlimit(resource.RLIMIT_AS)[1]  # a runaway expression fails, rather than swaps
+    resource.setrlimit(resource.RLIMIT_AS, (4 << 30 if hard < 0 else min(4 << 30, hard), hard))
+    names = {n: getattr(sympy, n) for n in (*_FUNCS, "Integer", "Float", "Rational", "Symbol")}
+    T = standard_transformations + (implicit_multiplication_application,)
+    rng = random.Random(0)
+
+    def equal(a, b):
+        x, y = (parse_expr(e, local_dict={}, global_dict=dict(names), transformations=T) for e in (a, b))
+        d = x - y
+        if d == 0 or sympy.simplify(d) == 0:
+            return True
+        if d.has(sympy.nan, sympy.zoo) or (not d.free_symbols and x.is_Rational != y.is_Rational):
+            return False  # a decimal, however long, is not pi
+        # identity test at random complex points (complex: sqrt(x^2) != x), 30 digits
+        r = lambda: sympy.Rational(rng.choice([-1, 1]) * rng.randint(1, 9), rng.randint(2, 11))
+        pts = [{v: r() + sympy.I * r() for v in d.free_symbols} for _ in range(3)]
+        return all((v := abs(d.evalf(30, subs=p))).is_finite and v < 1e-20 for p in pts)
+
+    print("ready", flush=True)
+    for line in sys.stdin:  # EOF (the parent died) ends the loop and the process
+        signal.alarm(60)  # a last guard should the parent be gone: the default action kills us
+        try:
+            out = "1" if equal(*json.loads(line)) else "0"
+        except Exception as e:
+            out = "E " + repr(e)[:300].replace("\n", " ")
+        signal.alarm(0)
+        print(out, flush=True)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--worker"]:
+        _worker_main()
+    elif len(sys.argv) != 3:
+        sys.exit("usage: python verify.py RESPONSE GOLD")
+    else:
+        ok = verify(sys.argv[1], sys.argv[2])
+        print(f"extracted: {extract_answer(sys.argv[1])!r}\nverdict:   {ok}")
+        if stats["errors"]:
+            print(f"error:     {last_error}")
