@@ -30,7 +30,10 @@ OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "toy")
 CHARS = "0123456789+-*=# \nabcdefghijklmnopqrstuvwxyz"
 TEACHERS = {"chain": 0.01, "pairs": 0.05, "verbose": 0.18}  # teacher style -> error rate
 MIXTURE = {"direct": 0.60, "chain": 0.10, "pairs": 0.10, "verbose": 0.10, "column": 0.10}
-SKILLS = 0.25 # share of pretraining rows that are small direct sums (the sub-skills of every route)
+# two phases, each with a fresh AdamW: (steps, share of small direct sums that teach every route's
+# sub-skills, peak lr). Phase 2 drills those sums at a lower lr: after phase 1 alone the chains copied
+# operands well but slipped in one addition of three.
+PHASES = [(3000, 0.25, 3e-3), (3000, 0.5, 1e-3)]
 SLIPS = [-10, 10, -1, 1, -2, 2]  # a dropped/extra carry, a digit off by one or two
 
 
@@ -132,28 +135,29 @@ def skill_row(rng):
     return prompt_of(nums), f"#### {sum(nums)}"
 
 
-def pretrain_row(rng, styles, weights):
+def pretrain_row(rng, styles, weights, skills):
     """(prompt, response) of one pretraining row: a sub-skill, or a 4-number problem in some style."""
-    if rng.random() < SKILLS:
+    if rng.random() < skills:
         return skill_row(rng)
     nums = sample_problem(rng, 0)
     return prompt_of(nums), render(rng.choices(styles, weights)[0], nums)[0]
 
 
-def pretrain(tok, steps, batch, lr, seed, log_every=250):
+def pretrain(tok, steps, batch, lr, seed, skills, model=None, log_every=250):
     """Next-token pretraining on the style mixture (response tokens only); returns the model."""
     from transformers import LlamaForCausalLM
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    model = LlamaForCausalLM(base_config(len(tok)))
-    print(f"base policy: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
+    if model is None:
+        model = LlamaForCausalLM(base_config(len(tok)))
+        print(f"base policy: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
     styles, weights = list(MIXTURE), list(MIXTURE.values())
     t0 = time.time()
     for step in range(steps):
         rows = []
         for _ in range(batch):
-            prompt, response = pretrain_row(rng, styles, weights)
+            prompt, response = pretrain_row(rng, styles, weights, skills)
             p = tok(prompt + "\n")["input_ids"]
             r = tok(response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
             rows.append((p, r))
@@ -186,9 +190,8 @@ def write_jsonl(path, rows):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=OUT)
-    ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--resume_phase2", default="", help="a directory holding phase 1's weights: run phase 2 only")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--n_train", type=int, default=4000, help="RL prompt pool size")
     ap.add_argument("--n_heldout", type=int, default=300)
@@ -224,7 +227,15 @@ def main():
     tok.save_pretrained(args.out)
     if args.data_only:
         return
-    model = pretrain(tok, args.steps, args.batch, args.lr, args.seed)
+    model = None
+    if args.resume_phase2:  # phase 1's weights from an earlier run of this same script
+        from transformers import LlamaForCausalLM
+        model = LlamaForCausalLM.from_pretrained(args.resume_phase2)
+    for i, (steps, skills, lr) in enumerate(PHASES):
+        if i == 0 and model is not None:
+            continue
+        print(f"phase {i + 1}: {steps} steps, skills {skills}, lr {lr}")
+        model = pretrain(tok, steps, args.batch, lr, args.seed + i, skills, model)
     model.save_pretrained(args.out, safe_serialization=True)
     print(f"wrote {args.out}")
 

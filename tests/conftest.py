@@ -31,3 +31,38 @@ def tiny_lm():
     with torch.no_grad():  # larger output weights: sharper, more varied next-token distributions
         model.lm_head.weight.mul_(30.0)
     return model
+
+
+# a Qwen-style chat template: the prompt ends with "<|im_start|>assistant\n", EOS is <|im_end|>
+CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def build_chat_tokenizer():
+    """A Qwen2 tokenizer with no merges: byte-level BPE over the 256 byte symbols, so one ASCII character
+    is one token and a response of c ASCII characters is c + 1 tokens with EOS; Qwen's special tokens
+    (pad <|endoftext|> 0, <|im_start|> 1, eos <|im_end|> 2) and a chat template."""
+    from transformers import Qwen2Tokenizer
+    from tokenizers import pre_tokenizers
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    vocab = {t: i for i, t in enumerate(specials + sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    tok = Qwen2Tokenizer(vocab=vocab, merges=[], eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                         additional_special_tokens=["<|im_start|>"])
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+def build_tiny_qwen(path, seed=0, hidden_size=32, num_hidden_layers=2):
+    """Save a tiny random Qwen2ForCausalLM and its chat-template tokenizer to `path` (a model directory
+    that model.load_policy and encoder.load_encoder read); returns (model, tokenizer)."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    tok = build_chat_tokenizer()
+    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                      num_hidden_layers=num_hidden_layers, num_attention_heads=2, num_key_value_heads=1,
+                      max_position_embeddings=4096, bos_token_id=None, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id, tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(cfg).eval()
+    model.save_pretrained(path, safe_serialization=True)
+    tok.save_pretrained(path)
+    return model, tok

@@ -1,4 +1,5 @@
-"""data/formats.py: the three problem formats, offline trajectories, and errors that name file:line and field.
+"""data/formats.py: the problem formats (own, GSM8K, MATH, multiple choice) and their benchmark tags, offline
+trajectories, and errors that name file:line and field.
 
 Run: python -m pytest -q tests/test_data.py
 """
@@ -19,11 +20,11 @@ def write_jsonl(path, rows):
 # the three problem formats
 
 def test_own_format(tmp_path):
-    """{"id", "prompt", "answer"} parses as-is; a numeric answer becomes a string."""
+    """{"id", "prompt", "answer"} parses as-is, tagged "own"; a numeric answer becomes a string."""
     f = write_jsonl(tmp_path / "p.jsonl", [{"id": "q1", "prompt": "12+34", "answer": "46"},
                                            {"id": 7, "prompt": "1+1", "answer": 2}])
-    assert load_problems(f) == [{"id": "q1", "prompt": "12+34", "answer": "46"},
-                                {"id": "7", "prompt": "1+1", "answer": "2"}]
+    assert load_problems(f) == [{"id": "q1", "prompt": "12+34", "answer": "46", "benchmark": "own"},
+                                {"id": "7", "prompt": "1+1", "answer": "2", "benchmark": "own"}]
 
 
 def test_gsm8k_format(tmp_path):
@@ -43,6 +44,37 @@ def test_math_format_nested_boxed(tmp_path):
         {"problem": "Given?", "answer": "\\sqrt{2}"}])
     probs = load_problems(f)
     assert [(p["prompt"], p["answer"]) for p in probs] == [("Half?", "\\frac{1}{2}"), ("Given?", "\\sqrt{2}")]
+
+
+def test_mmlu_format(tmp_path):
+    """MMLU: the prompt is the question, then one lettered option per line; the answer index (or letter) -> letter."""
+    f = write_jsonl(tmp_path / "mmlu.jsonl", [
+        {"question": "Which is a prime?", "choices": ["4", "6", "7", "9"], "answer": 2, "subject": "math"},
+        {"id": "m2", "question": "Pick one.", "choices": ["yes", "no"], "answer": "B"}])
+    assert load_problems(f) == [
+        {"id": "mmlu.jsonl:1", "prompt": "Which is a prime?\nA. 4\nB. 6\nC. 7\nD. 9", "answer": "C", "benchmark": "mc"},
+        {"id": "m2", "prompt": "Pick one.\nA. yes\nB. no", "answer": "B", "benchmark": "mc"}]
+
+
+def test_arc_csqa_format(tmp_path):
+    """ARC / CommonsenseQA: choices {"text", "label"} keep their own labels; the answer is answerKey."""
+    f = write_jsonl(tmp_path / "arc.jsonl", [
+        {"id": "Mercury_1", "question": "What melts ice?",
+         "choices": {"text": ["heat", "cold"], "label": ["A", "B"]}, "answerKey": "A"},
+        {"id": "csqa_1", "question": "Where is a bed?",
+         "choices": {"label": ["1", "2", "3"], "text": ["sea", "bedroom", "sky"]}, "answerKey": "2"}])
+    probs = load_problems(f)
+    assert [(p["prompt"], p["answer"], p["benchmark"]) for p in probs] == [
+        ("What melts ice?\nA. heat\nB. cold", "A", "mc"), ("Where is a bed?\n1. sea\n2. bedroom\n3. sky", "2", "mc")]
+
+
+def test_benchmark_tags_and_override(tmp_path):
+    """Each format is tagged (gsm8k, math, mc, own); a row's "benchmark" field overrides the tag."""
+    f = write_jsonl(tmp_path / "mix.jsonl", [
+        {"question": "q", "answer": "#### 1"}, {"problem": "p", "answer": "2"},
+        {"problem": "p", "answer": "3", "benchmark": "math500"}, {"id": "o", "prompt": "p", "answer": "4"},
+        {"question": "q", "choices": ["a", "b"], "answer": 0, "benchmark": "mmlu"}])
+    assert [p["benchmark"] for p in load_problems(f)] == ["gsm8k", "math", "math500", "own", "mmlu"]
 
 
 def test_last_boxed_unit():
@@ -103,6 +135,31 @@ def test_empty_response_names_field(tmp_path):
                                              {"id": "a", "teacher": "t", "response": "  "}])
     msg = error_of(load_offline, f)
     assert f"{f}:2:" in msg and "'response'" in msg
+
+
+def test_offline_default_teacher(tmp_path):
+    """Rows without "teacher" take the caller's name; a row's own field wins; with no default it is required."""
+    f = write_jsonl(tmp_path / "t.jsonl", [{"id": "a", "response": "r1"},
+                                           {"id": "a", "teacher": "x", "response": "r2"}])
+    assert [o["teacher"] for o in load_offline(f, teacher="t")] == ["t", "x"]
+    msg = error_of(load_offline, f)
+    assert f"{f}:1:" in msg and "'teacher'" in msg
+
+
+def test_multiple_choice_errors(tmp_path):
+    """A bad MC row names its line and field: answer out of range, answerKey not a label, mismatched lists."""
+    arc = {"text": ["a"], "label": ["A"]}
+    for row, field in [({"question": "q", "choices": ["a", "b"], "answer": 2}, "'answer'"),
+                       ({"question": "q", "choices": ["a", "b"], "answer": True}, "'answer'"),
+                       ({"question": "q", "choices": ["a", ""], "answer": 0}, "'choices'"),
+                       ({"question": "q", "choices": [], "answer": 0}, "'choices'"),
+                       ({"question": "q", "choices": arc, "answerKey": "B"}, "'answerKey'"),
+                       ({"question": "q", "choices": dict(arc, label=["A", "B"]), "answerKey": "A"}, "'choices'"),
+                       ({"question": "q", "choices": arc}, "'answerKey'"),
+                       ({"choices": ["a"], "answer": 0}, "'question'")]:
+        f = write_jsonl(tmp_path / "mc.jsonl", [{"question": "ok", "choices": ["x"], "answer": 0}, row])
+        msg = error_of(load_problems, f)
+        assert f"{f}:2:" in msg and field in msg, (row, msg)
 
 
 def test_unknown_offline_id(tmp_path):
