@@ -140,3 +140,30 @@ def test_malformed_line_stops_before_compute(world, line, field):
         main(a[:5] + [bad] + a[5:])
     assert f"{bad}:2:" in str(e.value.code) and field in str(e.value.code)
     assert not os.path.exists(out.parent)
+
+
+def test_small_preset_trains_on_the_pool_and_evaluates(world, tmp_path):
+    """The real-data path end to end: pool -> 2 steps of the `small` preset (bf16 autocast, gradient
+    checkpointing, chat template, sizes shrunk for CPU) -> eval.py on the saved checkpoint."""
+    pool = tmp_path / "pool.jsonl"
+    main(args(world, pool))
+    run = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--config", "small",
+                        f"--model={world['policy']}", f"--train_file={world['problems']}",
+                        f"--heldout_file={world['problems']}", f"--offline_file={pool}", f"--out_dir={run}",
+                        "--problems_per_step=2", "--group_size=2", f"--max_new_tokens={BUDGET}",
+                        "--encoder_max_tokens=16", "--max_steps=2", "--micro_batch_tokens=256", "--lr=1e-3"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = p.stdout + p.stderr
+    assert "compute bfloat16" in out and "loaded from" in out  # autocast on; build_pool's cache was found
+    recs = [json.loads(l) for l in open(run / "metrics.jsonl")]
+    assert [r["step"] for r in recs] == [0, 1, 2] and all(r["grad_norm"] == r["grad_norm"] for r in recs[1:])
+    res = tmp_path / "eval.json"
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "eval.py"), "--model", str(run / "ckpt"), "--data",
+                        world["problems"], "--max_new_tokens", "16", "--k", "2", "--temperature", "1.0",
+                        "--out", str(res)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "| all |" in p.stdout.replace("  ", " ") or "all" in p.stdout
+    assert json.loads(res.read_text())  # results written

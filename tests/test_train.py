@@ -167,3 +167,15 @@ def test_fsdp_update_equals_ddp(world, tmp_path):
     assert pd.keys() == pf.keys()
     for k in pd:
         torch.testing.assert_close(pd[k], pf[k], rtol=1e-3, atol=1e-5)
+
+
+def test_tiny_preset_smoke(tmp_path):
+    """The README's main command, shortened: the shipped toy world and base policy, 2 OGER steps."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--max_steps=2", "--eval_problems=32",
+                        f"--out_dir={tmp_path}", f"--cache_dir={tmp_path / 'cache'}", "--problems_per_step=4"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "held-out accuracy: before" in p.stdout + p.stderr
+    rec = metrics(tmp_path)[-1]
+    assert rec["step"] == 2 and rec["n_offline"] > 0 and 0.0 <= rec["D"] <= 1.0 and rec["eval"]["n"] == 32
