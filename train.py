@@ -376,7 +376,8 @@ def run_eval(step):
     raw_model.eval()
     with autocast():
         res = evaluate(raw_model, tokenizer, heldout, cfg.max_new_tokens, cfg.instruction,
-                       rank=ddp_rank, world_size=ddp_world_size, **({"sync": lockstep} if fsdp else {}))
+                       rank=ddp_rank, world_size=ddp_world_size, sync=lockstep if fsdp else None)
+    res["verify_errors"] = verifier.reset_stats()["errors"]  # this rank's; keeps them out of the next step
     raw_model.train()
     return res
 

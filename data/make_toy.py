@@ -15,13 +15,16 @@ direct route and sampling only sometimes finds the others: the echo chamber exis
 Problems are split between pretraining, the RL pool and the held-out set by their operand
 multiset, so no held-out or RL problem was seen in pretraining.
 
-Regenerate everything in data/toy/ (deterministic, ~6 min on 2 cores):
+Regenerate everything in data/toy/ (deterministic, ~30 min on 2 cores, two pretraining phases):
     python data/make_toy.py
+Which route a checkpoint takes, and how accurate each route is:
+    python data/make_toy.py --routes runs/tiny/ckpt
 """
 import argparse
 import json
 import os
 import random
+import sys
 import time
 
 import torch
@@ -181,6 +184,42 @@ def pretrain(tok, steps, batch, lr, seed, skills, model=None, log_every=250):
     return model
 
 
+def style_of(text):
+    """Which of the five routes a response took ("other" if none)."""
+    lines = text.split("\n")
+    if text.startswith("####"):
+        return "direct"
+    if text.startswith("ones "):
+        return "column"
+    if " add " in lines[0]:
+        return "verbose"
+    if len(lines) > 1 and "+" in lines[0] and "+" in lines[1]:
+        return "chain" if lines[1].startswith(lines[0].split("=")[-1] + "+") else "pairs"
+    return "other"
+
+
+def routes(model_dir, problems_file, n=300):
+    """Print, greedy and sampled at T=1, each route's share and accuracy on the first n problems."""
+    import collections
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from data.formats import load_problems
+    from model import load_policy, prompt_ids, sample
+    from verify import verify
+    model, tok = load_policy(model_dir)
+    model.eval()
+    probs = load_problems(problems_file)[:n]
+    for temperature in (0.0, 1.0):
+        out = sample(model, [prompt_ids(tok, p["prompt"]) for p in probs], 64, tok.eos_token_id,
+                     tok.pad_token_id, temperature=temperature, seeds=list(range(len(probs))))
+        count, correct = collections.Counter(), collections.Counter()
+        for text, p in zip(tok.batch_decode(out["tokens"], skip_special_tokens=True), probs):
+            count[style_of(text)] += 1
+            correct[style_of(text)] += verify(text, p["answer"])
+        print(f"{'greedy' if temperature == 0 else 'T=1':6s} acc {sum(correct.values()) / len(probs):.3f} | " +
+              " ".join(f"{s} {count[s] / len(probs):.2f} (acc {correct[s] / max(count[s], 1):.2f})"
+                       for s in ["direct", "chain", "pairs", "verbose", "column", "other"]))
+
+
 def write_jsonl(path, rows):
     with open(path, "w") as f:
         for row in rows:
@@ -196,8 +235,11 @@ def main():
     ap.add_argument("--n_train", type=int, default=4000, help="RL prompt pool size")
     ap.add_argument("--n_heldout", type=int, default=300)
     ap.add_argument("--data_only", action="store_true", help="write JSONL and tokenizer, no base policy")
+    ap.add_argument("--routes", default="", help="a checkpoint: print each route's share and accuracy, then exit")
     args = ap.parse_args()
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+    if args.routes:
+        return routes(args.routes, os.path.join(args.out, "heldout.jsonl"))
     os.makedirs(args.out, exist_ok=True)
     rng = random.Random(args.seed)
 
