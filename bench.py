@@ -97,11 +97,16 @@ def main():
         n_ours = sum(len(t) for t in out["tokens"])
         P = max(len(p) for p in prompts)
         ids = torch.tensor([[tok.pad_token_id] * (P - len(p)) + p for p in prompts], device=device)
+        # like for like: both run the full budget (each stops when its own longest sample ends otherwise,
+        # and the two draw different samples)
+        _, t_full = timed(lambda: sample(model, prompts, args.max_new_tokens, -1, tok.pad_token_id,
+                                         seeds=list(range(len(prompts)))), device)
         gen, t_hf = timed(lambda: model.generate(input_ids=ids, attention_mask=(ids != tok.pad_token_id).long(),
-                                                 max_new_tokens=args.max_new_tokens, do_sample=True, top_k=0,
-                                                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id), device)
-    res.update(gen_tokens=n_ours, gen_tok_s=n_ours / t_ours, gen_s=t_ours, hf_generate_s=t_hf,
-               gen_speedup_vs_hf=t_hf / t_ours)
+                                                 max_new_tokens=args.max_new_tokens, min_new_tokens=args.max_new_tokens,
+                                                 do_sample=True, top_k=0, pad_token_id=tok.pad_token_id,
+                                                 eos_token_id=tok.eos_token_id), device)
+    res.update(gen_tokens=n_ours, gen_tok_s=n_ours / t_ours, gen_s=t_ours, full_budget_s=t_full,
+               hf_generate_full_budget_s=t_hf, gen_speedup_vs_hf=t_hf / t_full)
 
     # update: rollouts plus teacher trajectories (about twice as long), sorted chunks vs one padded batch
     model.train()
