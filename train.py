@@ -15,6 +15,7 @@ import json
 import math
 import os
 import random
+import shutil
 import sys
 import time
 import zlib
@@ -241,7 +242,8 @@ model, tokenizer = load_policy(ckpt_dir if resuming else cfg.model, dtype=torch.
 if cfg.grad_ckpt:  # only active in train mode; generation runs in eval mode with the KV cache
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 raw_model = model
-if cfg.fsdp and ddp:
+fsdp = cfg.fsdp and ddp  # sharding needs torchrun; one process runs unsharded
+if fsdp:
     from torch.distributed.fsdp import fully_shard
     for layer in raw_model.model.layers:  # one all-gather per decoder layer, then the root (embeddings, head)
         fully_shard(layer)
@@ -250,11 +252,11 @@ elif ddp:
     model = DDP(model)
 optimizer = torch.optim.AdamW(raw_model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
 print0(f"policy: {sum(p.numel() for p in raw_model.parameters()) / 1e6:.2f}M parameters "
-       f"({'fsdp' if cfg.fsdp and ddp else 'ddp' if ddp else 'single process'}, compute {cfg.dtype})")
+       f"({'fsdp' if fsdp else 'ddp' if ddp else 'single process'}, compute {cfg.dtype})")
 start_step = 0
 if resuming:
     state = torch.load(os.path.join(ckpt_dir, "trainer_state.pt"), map_location="cpu", weights_only=False)
-    if cfg.fsdp and ddp:
+    if fsdp:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
         set_optimizer_state_dict(raw_model, optimizer, state["optimizer"],
                                  options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
@@ -262,7 +264,6 @@ if resuming:
         optimizer.load_state_dict(state["optimizer"])
     start_step = state["step"]
     print0(f"resumed from {ckpt_dir} at step {start_step}")
-fsdp = cfg.fsdp and ddp
 
 
 def lockstep(done):
@@ -305,8 +306,10 @@ if needs_D and n_off:
         dist.barrier()
     if not master_process:
         E_off, path, hit = cached_offline_embeddings(cache_dir, key, texts, None)
-    for (pid, i), e in zip(flat, E_off):
-        offline[pid][i]["e"] = e
+    # (M, d) per problem, stacked once: offline embeddings never change during a run
+    E_off_of, j = {}, 0
+    for pid in sorted(offline):  # `flat` lists each problem's trajectories contiguously, in this order
+        E_off_of[pid], j = E_off[j:j + len(offline[pid])], j + len(offline[pid])
     print0(f"offline embeddings {tuple(E_off.shape)} {'loaded from' if hit else 'computed into'} {path} "
            f"({time.time() - t0:.1f}s)")
 
@@ -368,7 +371,6 @@ def save_checkpoint(step):
         os.replace(ckpt_dir, ckpt_dir + ".old")
     os.replace(tmp, ckpt_dir)
     if os.path.exists(ckpt_dir + ".old"):
-        import shutil
         shutil.rmtree(ckpt_dir + ".old")
 
 
@@ -447,8 +449,7 @@ for step in pbar:
         grp = online[g * N:(g + 1) * N]
         offs = offline.get(p["id"], [])
         if encoder is not None and offs and grp:
-            E_off_q = torch.stack([o["e"] for o in offs])                   # (M, d)
-            D = divergence(cosine_matrix(E_on[g * N:(g + 1) * N], E_off_q))  # (N,)
+            D = divergence(cosine_matrix(E_on[g * N:(g + 1) * N], E_off_of[p["id"]]))  # (N,) vs (M, d)
         else:
             D = torch.zeros(len(grp))  # no offline trajectory (or divergence not used): D = 0
         for o, d in zip(grp, D.tolist()):

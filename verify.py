@@ -66,7 +66,7 @@ _BOX = re.compile(r"\\(?:boxed|fbox)")
 _PHRASE = re.compile(r"\banswers?\b\s*(?:\*\*\s*|__\s*)?(?:is\b\s*:?|are\b\s*:?|:)", re.I)
 
 
-def _group(s, i):
+def brace_group(s, i):
     """(content, end) of the {group} opening at s[i]; None if it never closes."""
     depth = 0
     for j in range(i, len(s)):
@@ -87,7 +87,7 @@ def _boxes(text):
         while i < len(text) and text[i] == " ":
             i += 1
         if text.startswith("{", i):
-            box = _group(text, i)
+            box = brace_group(text, i)
         else:  # \boxed 5
             tok = re.match(r"[^\s$]+", text[i:i + 100])
             box = (tok[0], i + tok.end()) if tok else None
@@ -360,7 +360,7 @@ def _arg(s, i):
     if i >= len(s):
         raise ValueError("missing argument")
     if s[i] == "{":
-        if (g := _group(s, i)) is None:
+        if (g := brace_group(s, i)) is None:
             raise ValueError("unclosed brace")
         return g
     m = re.match(r"\\[a-zA-Z]+", s[i:])

@@ -16,6 +16,8 @@ Tested by: python -m pytest -q tests/test_data.py
 import json
 import os
 
+from verify import brace_group
+
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
@@ -52,14 +54,8 @@ def _field(path, n, obj, key, kinds=(str,)):
 def last_boxed(text):
     """Contents of the last \\boxed{...} in text (nested braces), or None."""
     start = text.rfind("\\boxed{")
-    if start < 0:
-        return None
-    depth, i = 0, start + len("\\boxed")
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        if depth == 0:
-            return text[i + 1:j]
-    return None
+    group = brace_group(text, start + len("\\boxed")) if start >= 0 else None
+    return group[0] if group else None
 
 
 def multiple_choice(path, n, obj):
