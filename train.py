@@ -69,7 +69,7 @@ class Config:
     top_p: float = 1.0
     # optimisation
     max_steps: int = 150
-    lr: float = 2e-4
+    lr: float = 1e-4
     lr_schedule: str = "constant"           # constant | cosine (to 10%)
     warmup_steps: int = 0
     weight_decay: float = 0.0

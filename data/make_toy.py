@@ -10,12 +10,13 @@ go (the "direct" route), but it can chain 2-number additions. Five written style
     column   (no teacher uses it)          ones 7+5+8+6=26\\ntens 1+2+3+4+2=12\\n#### 126
 
 Teachers err by slipping one intermediate step (a carry or a digit), and the error propagates.
-The base policy is pretrained on a mixture where `direct` dominates, so greedy decoding takes the
-direct route and sampling only sometimes finds the others: the echo chamber exists before RL.
+The base policy learns every route (phases 1-2: 60% direct, 10% each other style), then a third
+phase makes `direct` dominant (99%), so greedy decoding takes the direct route and sampling at T=1
+leaves it in 2 of 300 rollouts: the echo chamber exists before RL.
 Problems are split between pretraining, the RL pool and the held-out set by their operand
 multiset, so no held-out or RL problem was seen in pretraining.
 
-Regenerate everything in data/toy/ (deterministic, ~30 min on 2 cores, two pretraining phases):
+Regenerate everything in data/toy/ (deterministic, ~35 min on 2 cores, three pretraining phases):
     python data/make_toy.py
 Which route a checkpoint takes, and how accurate each route is:
     python data/make_toy.py --routes runs/tiny/ckpt
@@ -33,10 +34,12 @@ OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "toy")
 CHARS = "0123456789+-*=# \nabcdefghijklmnopqrstuvwxyz"
 TEACHERS = {"chain": 0.01, "pairs": 0.05, "verbose": 0.18}  # teacher style -> error rate
 MIXTURE = {"direct": 0.60, "chain": 0.10, "pairs": 0.10, "verbose": 0.10, "column": 0.10}
-# two phases, each with a fresh AdamW: (steps, share of small direct sums that teach every route's
-# sub-skills, peak lr). Phase 2 drills those sums at a lower lr: after phase 1 alone the chains copied
-# operands well but slipped in one addition of three.
-PHASES = [(3000, 0.25, 3e-3), (3000, 0.5, 1e-3)]
+HABIT = {"direct": 0.99, "chain": 0.0025, "pairs": 0.0025, "verbose": 0.0025, "column": 0.0025}
+# three phases, each with a fresh AdamW: (steps, share of small direct sums that teach every route's
+# sub-skills, peak lr, style mixture). Phases 1-2 teach every route (phase 2 drills the sums at a lower
+# lr: after phase 1 alone the chains copied operands well but slipped in one addition of three).
+# Phase 3 makes the direct habit dominant, so that the other routes become rare when sampling.
+PHASES = [(3000, 0.25, 3e-3, MIXTURE), (3000, 0.5, 1e-3, MIXTURE), (1000, 0.5, 5e-4, HABIT)]
 SLIPS = [-10, 10, -1, 1, -2, 2]  # a dropped/extra carry, a digit off by one or two
 
 
@@ -146,16 +149,17 @@ def pretrain_row(rng, styles, weights, skills):
     return prompt_of(nums), render(rng.choices(styles, weights)[0], nums)[0]
 
 
-def pretrain(tok, steps, batch, lr, seed, skills, model=None, log_every=250):
-    """Next-token pretraining on the style mixture (response tokens only); returns the model."""
+def pretrain(tok, steps, batch, lr, seed, skills, mixture, model=None, log_every=250, device="cpu"):
+    """Next-token pretraining on a style mixture (response tokens only); returns the model."""
     from transformers import LlamaForCausalLM
     torch.manual_seed(seed)
     rng = random.Random(seed)
     if model is None:
         model = LlamaForCausalLM(base_config(len(tok)))
         print(f"base policy: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
+    model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
-    styles, weights = list(MIXTURE), list(MIXTURE.values())
+    styles, weights = list(mixture), list(mixture.values())
     t0 = time.time()
     for step in range(steps):
         rows = []
@@ -170,6 +174,7 @@ def pretrain(tok, steps, batch, lr, seed, skills, model=None, log_every=250):
         for i, (p, r) in enumerate(rows):
             ids[i, :len(p) + len(r)] = torch.tensor(p + r)
             labels[i, len(p):len(p) + len(r)] = torch.tensor(r)
+        ids, labels = ids.to(device), labels.to(device)
         frac = step / steps  # linear warmup over 2%, cosine decay to 10%
         cur = lr * min(1.0, step / (0.02 * steps)) * (0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(frac * 3.14159)).item()))
         for g in opt.param_groups:
@@ -181,7 +186,7 @@ def pretrain(tok, steps, batch, lr, seed, skills, model=None, log_every=250):
         opt.step()
         if step % log_every == 0 or step == steps - 1:
             print(f"pretrain step {step:5d} | loss {loss.item():.4f} | lr {cur:.2e} | {time.time() - t0:.0f}s", flush=True)
-    return model
+    return model.cpu()
 
 
 def style_of(text):
@@ -194,7 +199,10 @@ def style_of(text):
     if " add " in lines[0]:
         return "verbose"
     if len(lines) > 1 and "+" in lines[0] and "+" in lines[1]:
-        return "chain" if lines[1].startswith(lines[0].split("=")[-1] + "+") else "pairs"
+        r1, r2 = lines[0].split("=")[-1], lines[1].split("=")[-1]
+        if len(lines) > 2 and lines[2].startswith(f"{r1}+{r2}="):  # pairs adds the two partial sums
+            return "pairs"
+        return "chain" if lines[1].startswith(r1 + "+") else "pairs"
     return "other"
 
 
@@ -216,7 +224,7 @@ def routes(model_dir, problems_file, n=300):
             count[style_of(text)] += 1
             correct[style_of(text)] += verify(text, p["answer"])
         print(f"{'greedy' if temperature == 0 else 'T=1':6s} acc {sum(correct.values()) / len(probs):.3f} | " +
-              " ".join(f"{s} {count[s] / len(probs):.2f} (acc {correct[s] / max(count[s], 1):.2f})"
+              " ".join(f"{s} {count[s]}/{len(probs)} (acc {correct[s] / max(count[s], 1):.2f})"
                        for s in ["direct", "chain", "pairs", "verbose", "column", "other"]))
 
 
@@ -230,7 +238,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=OUT)
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--resume_phase2", default="", help="a directory holding phase 1's weights: run phase 2 only")
+    ap.add_argument("--resume", default="", help="a directory holding the weights after phase --start_phase - 1")
+    ap.add_argument("--start_phase", type=int, default=1, help="first phase to run (with --resume)")
+    ap.add_argument("--device", default="cpu", help="pretraining device (the shipped base was made on cpu)")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--n_train", type=int, default=4000, help="RL prompt pool size")
     ap.add_argument("--n_heldout", type=int, default=300)
@@ -270,14 +280,14 @@ def main():
     if args.data_only:
         return
     model = None
-    if args.resume_phase2:  # phase 1's weights from an earlier run of this same script
+    if args.resume:  # weights of the earlier phases, from an earlier run of this same script
         from transformers import LlamaForCausalLM
-        model = LlamaForCausalLM.from_pretrained(args.resume_phase2)
-    for i, (steps, skills, lr) in enumerate(PHASES):
-        if i == 0 and model is not None:
+        model = LlamaForCausalLM.from_pretrained(args.resume)
+    for i, (steps, skills, lr, mixture) in enumerate(PHASES):
+        if i + 1 < args.start_phase:
             continue
-        print(f"phase {i + 1}: {steps} steps, skills {skills}, lr {lr}")
-        model = pretrain(tok, steps, args.batch, lr, args.seed + i, skills, model)
+        print(f"phase {i + 1}: {steps} steps, skills {skills}, lr {lr}, mixture {mixture}")
+        model = pretrain(tok, steps, args.batch, lr, args.seed + i, skills, mixture, model, device=args.device)
     model.save_pretrained(args.out, safe_serialization=True)
     print(f"wrote {args.out}")
 
