@@ -16,7 +16,7 @@ leaves it in 2 of 300 rollouts: the echo chamber exists before RL.
 Problems are split between pretraining, the RL pool and the held-out set by their operand
 multiset, so no held-out or RL problem was seen in pretraining.
 
-Regenerate everything in data/toy/ (deterministic, ~35 min on 2 cores, three pretraining phases):
+Regenerate everything in data/toy/ (deterministic, 31 min on 2 cores, three pretraining phases):
     python data/make_toy.py
 Which route a checkpoint takes, and how accurate each route is:
     python data/make_toy.py --routes runs/tiny/ckpt
