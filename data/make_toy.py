@@ -149,7 +149,7 @@ def pretrain_row(rng, styles, weights, skills):
     return prompt_of(nums), render(rng.choices(styles, weights)[0], nums)[0]
 
 
-def pretrain(tok, steps, batch, lr, seed, skills, mixture, model=None, log_every=250, device="cpu"):
+def pretrain(tok, steps, batch, lr, seed, skills, mixture, model=None, log_every=250):
     """Next-token pretraining on a style mixture (response tokens only); returns the model."""
     from transformers import LlamaForCausalLM
     torch.manual_seed(seed)
@@ -157,7 +157,6 @@ def pretrain(tok, steps, batch, lr, seed, skills, mixture, model=None, log_every
     if model is None:
         model = LlamaForCausalLM(base_config(len(tok)))
         print(f"base policy: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
-    model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
     styles, weights = list(mixture), list(mixture.values())
     t0 = time.time()
@@ -174,7 +173,6 @@ def pretrain(tok, steps, batch, lr, seed, skills, mixture, model=None, log_every
         for i, (p, r) in enumerate(rows):
             ids[i, :len(p) + len(r)] = torch.tensor(p + r)
             labels[i, len(p):len(p) + len(r)] = torch.tensor(r)
-        ids, labels = ids.to(device), labels.to(device)
         frac = step / steps  # linear warmup over 2%, cosine decay to 10%
         cur = lr * min(1.0, step / (0.02 * steps)) * (0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(frac * 3.14159)).item()))
         for g in opt.param_groups:
@@ -186,7 +184,7 @@ def pretrain(tok, steps, batch, lr, seed, skills, mixture, model=None, log_every
         opt.step()
         if step % log_every == 0 or step == steps - 1:
             print(f"pretrain step {step:5d} | loss {loss.item():.4f} | lr {cur:.2e} | {time.time() - t0:.0f}s", flush=True)
-    return model.cpu()
+    return model
 
 
 def style_of(text):
@@ -221,11 +219,12 @@ def routes(model_dir, problems_file, n=300):
                      tok.pad_token_id, temperature=temperature, seeds=list(range(len(probs))))
         count, correct = collections.Counter(), collections.Counter()
         for text, p in zip(tok.batch_decode(out["tokens"], skip_special_tokens=True), probs):
-            count[style_of(text)] += 1
-            correct[style_of(text)] += verify(text, p["answer"])
+            style = style_of(text)
+            count[style] += 1
+            correct[style] += verify(text, p["answer"])
         print(f"{'greedy' if temperature == 0 else 'T=1':6s} acc {sum(correct.values()) / len(probs):.3f} | " +
               " ".join(f"{s} {count[s]}/{len(probs)} (acc {correct[s] / max(count[s], 1):.2f})"
-                       for s in ["direct", "chain", "pairs", "verbose", "column", "other"]))
+                       for s in [*MIXTURE, "other"]))
 
 
 def write_jsonl(path, rows):
@@ -240,7 +239,6 @@ def main():
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--resume", default="", help="a directory holding the weights after phase --start_phase - 1")
     ap.add_argument("--start_phase", type=int, default=1, help="first phase to run (with --resume)")
-    ap.add_argument("--device", default="cpu", help="pretraining device (the shipped base was made on cpu)")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--n_train", type=int, default=4000, help="RL prompt pool size")
     ap.add_argument("--n_heldout", type=int, default=300)
@@ -287,7 +285,7 @@ def main():
         if i + 1 < args.start_phase:
             continue
         print(f"phase {i + 1}: {steps} steps, skills {skills}, lr {lr}, mixture {mixture}")
-        model = pretrain(tok, steps, args.batch, lr, args.seed + i, skills, mixture, model, device=args.device)
+        model = pretrain(tok, steps, args.batch, lr, args.seed + i, skills, mixture, model)
     model.save_pretrained(args.out, safe_serialization=True)
     print(f"wrote {args.out}")
 

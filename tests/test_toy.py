@@ -14,7 +14,7 @@ from data.formats import load_problems  # noqa: E402
 from model import load_policy, prompt_ids, sample  # noqa: E402
 from verify import verify  # noqa: E402
 
-STYLES = ["direct", "chain", "pairs", "verbose", "column"]
+STYLES = list(make_toy.MIXTURE)  # the five routes
 
 
 def test_every_route_writes_the_sum_and_is_recognised():
