@@ -142,7 +142,8 @@ def main(argv=None):
             with open(args.out, "w") as f:
                 json.dump(results, f, indent=1)
             print(f"wrote {args.out}")
-    if ddp:
+    if ddp:  # leave together: a gloo rank that exits while its peer still talks can abort (SIGABRT)
+        dist.barrier()
         dist.destroy_process_group()
     return results
 

@@ -595,5 +595,6 @@ if 0 in evals and cfg.max_steps in evals:
     a, b = evals[0], evals[cfg.max_steps]
     print0(f"held-out accuracy: before {100 * a['acc']:.1f}% -> after {100 * b['acc']:.1f}% "
            f"({b['n']} problems, greedy, algo={cfg.algo})")
-if ddp:
+if ddp:  # leave together: a gloo rank that exits while its peer still talks can abort (SIGABRT)
+    dist.barrier()
     dist.destroy_process_group()
