@@ -42,15 +42,18 @@ def total_reward(R_m, R_oger, is_offline):
     return R_m.float() + torch.where(is_offline, torch.zeros_like(R_oger), R_oger.float())
 
 
-def group_advantages(R, eps=1e-6):
+def group_advantages(R, use_std=True, eps=1e-6):
     """A_i = (R_i - mean_group) / (std_group + eps) along the last dim; R (G, N) -> (G, N).
 
-    std is the unbiased sample std (torch.std, as in DeepSeekMath/TRL). A group of equal rewards
-    gets A = 0 exactly: it carries no signal and must not produce NaN.
+    std is the unbiased sample std (torch.std, as in DeepSeekMath/TRL). use_std=False gives
+    A_i = R_i - mean_group (Dr. GRPO; what LUFFY, ReLIFT and AMPO ship with): without the division a
+    group whose R_m are all equal keeps R_oger's differences as small advantages instead of unit ones.
+    A group of equal rewards gets A = 0 exactly: it carries no signal and must not produce NaN.
     """
     R = R.float()
     assert R.shape[-1] >= 2, "a group needs at least 2 members for a std (group_size >= 2)"
     mean, std = R.mean(-1, keepdim=True), R.std(-1, keepdim=True)
     # test equality directly: a float mean of equal values can be 1 ulp off, and / (1e-8 + eps) blows it up
     equal = (R == R[..., :1]).all(-1, keepdim=True)                       # (G, 1)
-    return torch.where(equal, torch.zeros_like(R), (R - mean) / (std + eps))
+    A = (R - mean) / (std + eps) if use_std else R - mean
+    return torch.where(equal, torch.zeros_like(R), A)

@@ -202,3 +202,52 @@ def test_group_advantages_rejects_singleton_group():
     """A group of one has no std: group_advantages refuses it instead of returning NaN."""
     with pytest.raises(AssertionError):
         group_advantages(torch.tensor([[1.0]]))
+
+
+# -----------------------------------------------------------------------------
+# advantages without the std division (the adv_std=false switch, Dr. GRPO)
+
+def test_group_advantages_without_std_hand_computed():
+    """R = [1, 0, 0, 1.5] without the division: A = R - 0.625 = [0.375, -0.625, -0.625, 0.875]."""
+    A = group_advantages(torch.tensor([[1.0, 0.0, 0.0, 1.5]]), use_std=False)
+    torch.testing.assert_close(A, torch.tensor([[0.375, -0.625, -0.625, 0.875]]))
+
+
+def test_group_advantages_without_std_equals_naive_loop():
+    """Without the division, advantages equal R_i minus the group's mean in a plain loop."""
+    g = torch.Generator().manual_seed(5)
+    R = (torch.rand(5, 8, generator=g) > 0.5).float() + torch.rand(5, 8, generator=g)
+    naive = torch.tensor([[x - sum(row) / len(row) for x in row] for row in R.tolist()])
+    torch.testing.assert_close(group_advantages(R, use_std=False), naive)
+
+
+def test_group_advantages_without_std_keeps_small_differences_small():
+    """An all-correct group whose R_oger differ by 0.01 gets advantages of size 0.005 without the std,
+    and of size ~0.7 with it: the division inflates R_oger's noise to unit size (SPEC's table)."""
+    R = torch.tensor([[1.01, 1.0, 1.01, 1.0]])
+    assert group_advantages(R, use_std=False).abs().max() < 0.006
+    assert group_advantages(R, use_std=True).abs().min() > 0.8
+
+
+def test_group_advantages_without_std_equal_rewards_give_exact_zeros():
+    """Equal rewards give A = 0 exactly in the no-std mode too."""
+    for n, v in [(3, 1.413128166622824), (7, 0.1), (4, 1.0)]:
+        assert (group_advantages(torch.full((1, n), v), use_std=False) == 0).all()
+
+
+@pytest.mark.parametrize("use_std", [True, False])
+def test_correct_online_rollouts_never_rank_below_wrong_ones(use_std):
+    """In both modes, within any group (offline members included), every correct online rollout's
+    advantage is >= every wrong online rollout's: R_oger only adds to correct answers."""
+    g = torch.Generator().manual_seed(6)
+    for _ in range(200):
+        N = 8
+        R_m = (torch.rand(N, generator=g) > 0.5).float()
+        D, H = torch.rand(N, generator=g), 3 * torch.rand(N, generator=g)
+        is_off = torch.rand(N, generator=g) < 0.25
+        lam = float(torch.rand(1, generator=g)) * 2
+        R = total_reward(R_m, oger_reward(D, H, R_m, lam, -1.0), is_off)
+        A = group_advantages(R[None], use_std)[0]
+        right, wrong = A[(R_m == 1) & ~is_off], A[(R_m == 0) & ~is_off]
+        if len(right) and len(wrong):
+            assert right.min() >= wrong.max()
