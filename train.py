@@ -31,7 +31,7 @@ from config import check_config, parse_config
 from data.formats import DataError, load_offline, load_problems
 from encoder import cached_offline_embeddings, cache_key, cosine_matrix, embed, load_encoder
 from eval import evaluate
-from model import grpo_loss, load_policy, pad_batch, prompt_ids, response_ids, sample, score
+from model import grpo_loss, load_policy, micro_batches, pad_batch, prompt_ids, response_ids, sample, score
 from reward import divergence, group_advantages, oger_reward, total_reward
 from sampler import compose_group
 
@@ -199,19 +199,6 @@ def batch_problems(step):
     return [train_problems[epoch_order(g // P)[g % P]] for g in range(first, first + problems_per_rank)]
 
 
-def micro_batches(rows):
-    """Rows sorted by length and cut so each chunk has at most micro_batch_tokens padded tokens."""
-    rows = sorted(rows, key=lambda r: len(r["prompt"]) + len(r["tokens"]))
-    chunks, cur = [], []
-    for r in rows:
-        L = len(r["prompt"]) + len(r["tokens"])
-        if cur and L * (len(cur) + 1) > cfg.micro_batch_tokens:
-            chunks.append(cur)
-            cur = []
-        cur.append(r)
-    return chunks + ([cur] if cur else [])
-
-
 def save_checkpoint(step):
     """An HF directory (from_pretrained loads it) plus trainer_state.pt; written then renamed."""
     model_sd = optim_sd = None
@@ -359,7 +346,8 @@ for step in pbar:
     # rows with A = 0 have zero gradient (no KL, no entropy bonus): skip their forward; their tokens
     # still count in T above
     work = rows if cfg.entropy_coef or cfg.sft_only else [r for r in rows if r["A"] != 0.0]
-    chunks = micro_batches(work)
+    chunks = [[work[i] for i in c] for c in micro_batches([len(r["prompt"]) + len(r["tokens"]) for r in work],
+                                                          cfg.micro_batch_tokens)]
     n_chunks = torch.tensor([len(chunks)], device=device)
     if ddp:  # every rank runs the same number of forward/backward calls (DDP/FSDP collectives)
         dist.all_reduce(n_chunks, op=dist.ReduceOp.MAX)
