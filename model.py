@@ -41,9 +41,13 @@ def prompt_ids(tokenizer, question, instruction=""):
     return tokenizer(text + "\n")["input_ids"]
 
 
-def response_ids(tokenizer, text):
-    """Token ids of a finished response (an offline trajectory): the text, then EOS."""
-    return tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+def response_ids(tokenizer, texts):
+    """Token ids of finished responses (offline trajectories): each text, then EOS. texts: a string, or a
+    list of them (one tokenizer call for all: 12k toy trajectories take 0.3 s instead of 8)."""
+    one = isinstance(texts, str)
+    ids = tokenizer([texts] if one else list(texts), add_special_tokens=False)["input_ids"] if one or texts else []
+    ids = [x + [tokenizer.eos_token_id] for x in ids]
+    return ids[0] if one else ids
 
 
 # -----------------------------------------------------------------------------
@@ -198,7 +202,7 @@ class StaticCacheDecoder:
         h = decoder_forward(m.model, ids, pos, mask, kv, torch.arange(P, device=dev))
         logits = m.lm_head(h[:, -1]).float()                                # (U, V)
         # each distinct prompt's cache, copied to the rows that continue it (SPEC's N rollouts share it)
-        self.kv = [(K[rows], V[rows]) for K, V in kv]
+        self.kv = self._static([(K[rows], V[rows]) for K, V in kv])
         self.valid, self.pos, self.col = valid[rows], pos[rows, -1] + 1, P
         return logits[rows]
 
@@ -211,8 +215,16 @@ class StaticCacheDecoder:
 
     def keep(self, idx):
         """Keep only rows idx (b',) of the batch (the others have finished)."""
-        self.kv = [(K[idx], V[idx]) for K, V in self.kv]
+        self.kv = self._static([(K[idx], V[idx]) for K, V in self.kv])
         self.valid, self.pos = self.valid[idx], self.pos[idx]
+
+    def _static(self, kv):
+        """Under CUDA graphs the cache must keep its address between replays: mark it static."""
+        if self.compiled and kv[0][0].is_cuda:
+            for K, V in kv:
+                torch._dynamo.mark_static_address(K)
+                torch._dynamo.mark_static_address(V)
+        return kv
 
 
 def decode_step(model, tok, pos, valid, kv, col):
@@ -315,9 +327,11 @@ def sample(model, prompts, max_new_tokens, eos_id, pad_id, temperature=1.0, top_
         all_done = sync(done) if sync is not None else n_left == 0
         if all_done or t == max_new_tokens - 1:
             break
-        # drop finished rows once they are an eighth of the batch (at most ~36 copies of the cache)
-        if n_left and (len(active) - n_left) * 8 >= len(active):
-            idx = (~done).nonzero().squeeze(-1)
+        # drop finished rows once they are an eighth of the batch (at most ~36 copies of the cache);
+        # compiled, keep the batch a power of two (finished rows pad it): a few graphs, not ~36
+        size = n_left if not compiled else 1 << max(n_left - 1, 0).bit_length()
+        if n_left and (len(active) - size) * 8 >= len(active):
+            idx = torch.cat([(~done).nonzero(), done.nonzero()[:size - n_left]]).squeeze(-1).sort().values
             engine.keep(idx)
             active, done, tok = active[idx], done[idx], tok[idx]
         logits = engine.step(tok)

@@ -138,8 +138,7 @@ def lockstep(done):
 # offline trajectories: tokenised once; over-budget ones dropped and counted, never truncated
 offline = {}
 n_dropped = 0
-for o in offline_rows:
-    ids = response_ids(tokenizer, o["response"])
+for o, ids in zip(offline_rows, response_ids(tokenizer, [o["response"] for o in offline_rows])):
     if len(ids) > cfg.max_new_tokens:
         n_dropped += 1
         continue
@@ -281,7 +280,7 @@ for step in pbar:
             roll = sample(raw_model, [prompt_cache[p["id"]] for p in probs for _ in range(N)], cfg.max_new_tokens,
                           tokenizer.eos_token_id, tokenizer.pad_token_id, cfg.temperature, cfg.top_p,
                           seeds=[zlib.crc32(f"{k},{i}".encode()) for k in keys for i in range(N)],
-                          sync=lockstep if fsdp else None)
+                          sync=lockstep if fsdp else None, compiled=cfg.compile_decode)
         raw_model.train()
         texts = tokenizer.batch_decode(roll["tokens"], skip_special_tokens=True)
         for j, text in enumerate(texts):
