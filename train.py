@@ -337,6 +337,7 @@ for step in pbar:
         H = torch.tensor([0.0 if m[1] else m[0]["H_last"] for m in members])
         R_oger = oger_reward(D, H, R_m, cfg.lam, cfg.alpha, cfg.use_divergence, cfg.use_entropy) \
             if cfg.exploration_reward else torch.zeros(len(members))
+        R_oger = R_oger.masked_fill(is_off, 0.0)  # never on offline members (D = 1 for all under no_divergence)
         R_total = total_reward(R_m, R_oger, is_off)  # offline members get R_m only
         A = torch.ones(len(members)) if cfg.sft_only else group_advantages(R_total[None], cfg.adv_std)[0]
         flat_groups += int(bool((R_total == R_total[0]).all()))  # A = 0: no signal from this group
@@ -363,17 +364,19 @@ for step in pbar:
     n_chunks = torch.tensor([len(chunks)], device=device)
     if ddp:  # every rank runs the same number of forward/backward calls (DDP/FSDP collectives)
         dist.all_reduce(n_chunks, op=dist.ReduceOp.MAX)
-    chunks += [[]] * (n_chunks.item() - len(chunks))
+    # padding chunks keep collectives in step: one row with no response tokens, so its mask is zero and it
+    # adds no gradient and no token (with an entropy bonus or SFT a token would); every pass below runs them
+    chunks += [[{"prompt": prompt_cache[probs[0]["id"]], "tokens": [], "A": 0.0, "offline": False}]] * \
+        (n_chunks.item() - len(chunks))
     stats = {"clipped": 0.0, "approx_kl": 0.0, "tokens": 0.0}
     if cfg.num_iterations > 1:  # logp_old from the policy before any update on this batch
         with torch.no_grad():
-            for c in chunks:
-                if c:
-                    ids, attn, m = pad_batch([r["prompt"] for r in c], [r["tokens"] for r in c], tokenizer.pad_token_id, device)
-                    with autocast():
-                        logp, _ = score(raw_model, ids, attn, cfg.temperature, with_entropy=False)
-                    for r, lp, mm in zip(c, logp, m):
-                        r["logp_old"] = lp[mm.bool()]
+            for c in chunks:  # padding chunks too: under FSDP every forward is a collective
+                ids, attn, m = pad_batch([r["prompt"] for r in c], [r["tokens"] for r in c], tokenizer.pad_token_id, device)
+                with autocast():
+                    logp, _ = score(raw_model, ids, attn, cfg.temperature, with_entropy=False)
+                for r, lp, mm in zip(c, logp, m):
+                    r["logp_old"] = lp[mm.bool()]
     for it in range(cfg.num_iterations):
         for g_ in optimizer.param_groups:
             g_["lr"] = lr_at(step)
@@ -381,8 +384,6 @@ for step in pbar:
             # DDP all-reduces gradients on the last micro-batch only; FSDP reduce-scatters every one
             sync = model.no_sync() if ddp and not fsdp and ci < len(chunks) - 1 else nullcontext()
             with sync:
-                if not c:  # a padding chunk: keeps collectives in step, contributes zero gradient
-                    c = [{"prompt": prompt_cache[probs[0]["id"]], "tokens": [tokenizer.eos_token_id], "A": 0.0, "offline": False}]
                 ids, attn, m = pad_batch([r["prompt"] for r in c], [r["tokens"] for r in c], tokenizer.pad_token_id, device)
                 with autocast():  # score() upcasts logits: log-probs and the loss are float32
                     logp, H = score(model, ids, attn, cfg.temperature, with_entropy=bool(cfg.entropy_coef))  # (b, L-1)

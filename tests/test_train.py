@@ -4,6 +4,7 @@ Each builds a tiny toy world (random ~30k-parameter policy, a few dozen problems
 """
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -31,7 +32,7 @@ def world(tmp_path_factory):
     return d
 
 
-def run(world, out, *args, nproc=1, check=True):
+def run(world, out, *args, nproc=1, check=True, timeout=300):
     """Run train.py on the tiny world; returns the completed process."""
     base = [f"--model={world}", f"--train_file={world}/train.jsonl", f"--heldout_file={world}/heldout.jsonl",
             f"--offline_file={world}/offline.jsonl", f"--out_dir={out}", "--problems_per_step=4",
@@ -40,8 +41,15 @@ def run(world, out, *args, nproc=1, check=True):
     launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"] if nproc > 1 \
         else [sys.executable]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
-    p = subprocess.run(launcher + [os.path.join(ROOT, "train.py")] + base, cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=300)
+    # a session of its own: on a timeout (a hang) the whole group goes, torchrun's workers included
+    p = subprocess.Popen(launcher + [os.path.join(ROOT, "train.py")] + base, cwd=ROOT, env=env, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        stdout, stderr = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        raise
+    p = subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr)
     if check:
         assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]
     return p
@@ -123,9 +131,11 @@ def test_every_baseline_runs_through_the_loop(world, tmp_path, algo):
         assert rec["n_offline"] == 0
 
 
-def test_offline_members_never_get_exploration_reward(world, tmp_path):
-    """In the dumped rollouts, offline members have R_total == R_m and online R_total == R_m + R_oger."""
-    run(world, tmp_path / "r", "--max_steps=2")
+@pytest.mark.parametrize("algo", ["oger", "no_divergence"])
+def test_offline_members_never_get_exploration_reward(world, tmp_path, algo):
+    """In the dumped rollouts, offline members have R_oger == 0 and R_total == R_m, online ones R_total ==
+    R_m + R_oger (no_divergence once showed R_oger = R_m on offline rows: D = 1 for every member)."""
+    run(world, tmp_path / "r", "--max_steps=2", f"--algo={algo}")
     rows = [json.loads(l) for f in sorted(os.listdir(tmp_path / "r" / "samples"))
             for l in open(tmp_path / "r" / "samples" / f)]
     off = [r for r in rows if r["offline"]]
@@ -179,3 +189,31 @@ def test_tiny_preset_smoke(tmp_path):
     assert "held-out accuracy: before" in p.stdout + p.stderr
     rec = metrics(tmp_path)[-1]
     assert rec["step"] == 2 and rec["n_offline"] > 0 and 0.0 <= rec["D"] <= 1.0 and rec["eval"]["n"] == 32
+
+
+@pytest.fixture(scope="module")
+def uneven(world, tmp_path_factory):
+    """Train args for 2 problems, the first with one teacher trajectory, the second with none. With one
+    row per micro-batch (micro_batch_tokens=1), sft on 2 ranks gives one rank 1 chunk and the other 0, and
+    mix + entropy gives groups of 5 and 4 rows: the shorter rank runs padding chunks to stay in step."""
+    d = tmp_path_factory.mktemp("uneven")
+    train = open(os.path.join(world, "train.jsonl")).read().splitlines()[:2]
+    (d / "train.jsonl").write_text("\n".join(train) + "\n")
+    first = json.loads(train[0])["id"]
+    (d / "offline.jsonl").write_text(next(l for l in open(os.path.join(world, "offline.jsonl"))
+                                          if json.loads(l)["id"] == first))
+    return [f"--train_file={d}/train.jsonl", f"--offline_file={d}/offline.jsonl", "--problems_per_step=2",
+            "--micro_batch_tokens=1", "--max_steps=1"]
+
+
+@pytest.mark.parametrize("args", [["--algo=sft"], ["--algo=entropy", "--replace_mode=mix", "--fsdp=true",
+                                                   "--num_iterations=2"]], ids=["sft", "entropy_fsdp_iters"])
+def test_padding_micro_batches_add_nothing(world, tmp_path, uneven, args):
+    """A padding micro-batch adds no gradient and no token (sft, entropy bonus), and under FSDP with
+    num_iterations=2 the logp_old pass runs it too (else collectives mismatch): 2 ranks equal 1 process."""
+    run(world, tmp_path / "one", *uneven, *args)
+    run(world, tmp_path / "two", *uneven, *args, nproc=2)
+    same_metrics(metrics(tmp_path / "one"), metrics(tmp_path / "two"))
+    p1, p2 = params(tmp_path / "one"), params(tmp_path / "two")
+    for k in p1:
+        torch.testing.assert_close(p1[k], p2[k], rtol=1e-3, atol=1e-5)
