@@ -87,14 +87,9 @@ try:
     train_problems = load_problems(cfg.train_file)
     heldout = load_problems(cfg.heldout_file)[:cfg.eval_problems or None]
     offline_rows = [] if cfg.replace_mode == "none" and not cfg.exploration_reward and not cfg.sft_only \
-        else load_offline(cfg.offline_file, known_ids={p["id"] for p in train_problems})
+        else load_offline(cfg.offline_file, known_ids={p["id"] for p in train_problems}, teachers=cfg.teachers)
 except DataError as e:
     sys.exit(f"error: {e}")
-if cfg.teachers:
-    keep = set(cfg.teachers.split(","))
-    unknown = keep - {o["teacher"] for o in offline_rows}
-    assert not unknown, f"teachers={cfg.teachers!r}: no trajectories from {sorted(unknown)} in {cfg.offline_file}"
-    offline_rows = [o for o in offline_rows if o["teacher"] in keep]
 
 # -----------------------------------------------------------------------------
 # policy, encoder, optimizer
