@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 import verify as verifier
-from config import check_config, parse_config
+from config import check_config, check_out_dir, parse_config
 from data.formats import DataError, load_offline, load_problems
 from encoder import cached_offline_embeddings, cache_key, cosine_matrix, embed, load_encoder
 from eval import evaluate
@@ -71,10 +71,7 @@ def print0(*a, **k):
         tqdm.write(" ".join(str(x) for x in a), **k)
 
 
-try:
-    check_config(cfg, ddp_world_size)
-except AssertionError as e:
-    sys.exit(f"error: {e}")
+check_config(cfg, ddp_world_size)
 problems_per_rank = cfg.problems_per_step // ddp_world_size
 print0(f"config ({preset}, algo={cfg.algo}): {json.dumps(dataclasses.asdict(cfg))}")
 print0(f"world size {ddp_world_size} | problems per rank {problems_per_rank} | rollouts per rank "
@@ -94,9 +91,12 @@ except DataError as e:
 # -----------------------------------------------------------------------------
 # policy, encoder, optimizer
 
-ckpt_dir = os.path.join(cfg.out_dir, "ckpt")
-resuming = cfg.resume and os.path.exists(os.path.join(ckpt_dir, "trainer_state.pt"))
-model, tokenizer = load_policy(ckpt_dir if resuming else cfg.model, dtype=torch.float32, device=device)
+ckpt_dir = os.path.join(cfg.out_dir, "ckpt")  # or ckpt.old/, if a run was killed between save_checkpoint's renames
+found = [d for d in (ckpt_dir, ckpt_dir + ".old") if os.path.exists(os.path.join(d, "trainer_state.pt"))]
+if cfg.resume and not found:
+    sys.exit(f"error: --resume: no checkpoint in {ckpt_dir} (--resume_if_present=true starts afresh instead)")
+resume_dir = found[0] if found and (cfg.resume or cfg.resume_if_present) else None
+model, tokenizer = load_policy(resume_dir or cfg.model, dtype=torch.float32, device=device)
 if cfg.grad_ckpt:  # only active in train mode; generation runs in eval mode with the KV cache
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 raw_model = model
@@ -109,11 +109,12 @@ if fsdp:
 elif ddp:
     model = DDP(model)
 optimizer = torch.optim.AdamW(raw_model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
-print0(f"policy: {sum(p.numel() for p in raw_model.parameters()) / 1e6:.2f}M parameters "
+n_params = sum(p.numel() for p in raw_model.parameters())  # FSDP: DTensors count their full size
+print0(f"policy: {n_params / 1e6:.2f}M parameters "
        f"({'fsdp' if fsdp else 'ddp' if ddp else 'single process'}, compute {cfg.dtype})")
 start_step = 0
-if resuming:
-    state = torch.load(os.path.join(ckpt_dir, "trainer_state.pt"), map_location="cpu", weights_only=False)
+if resume_dir:
+    state = torch.load(os.path.join(resume_dir, "trainer_state.pt"), map_location="cpu", weights_only=False)
     if fsdp:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
         set_optimizer_state_dict(raw_model, optimizer, state["optimizer"],
@@ -121,7 +122,12 @@ if resuming:
     else:
         optimizer.load_state_dict(state["optimizer"])
     start_step = state["step"]
-    print0(f"resumed from {ckpt_dir} at step {start_step}")
+    print0(f"resumed from {resume_dir} at step {start_step}")
+if master_process:  # exits now, not after an hour, if out_dir takes no file or has no room for a checkpoint
+    check_out_dir(cfg.out_dir, ckpt_bytes=12 * n_params)  # float32 weights + AdamW's two moments
+    mpath = os.path.join(cfg.out_dir, "metrics.jsonl")  # records past the checkpoint are dropped: they will be redone
+    old = open(mpath).readlines() if resume_dir and os.path.exists(mpath) else []
+    open(mpath, "w").writelines(l for l in old if json.loads(l)["step"] <= start_step)
 
 
 def lockstep(done):
@@ -225,11 +231,11 @@ def save_checkpoint(step):
     tokenizer.save_pretrained(tmp)
     torch.save({"optimizer": optim_sd or optimizer.state_dict(), "step": step, "config": dataclasses.asdict(cfg)},
                os.path.join(tmp, "trainer_state.pt"))
-    if os.path.exists(ckpt_dir):
+    if os.path.exists(ckpt_dir):  # ckpt/ is always complete; killed between these renames, a resume reads .old
+        shutil.rmtree(ckpt_dir + ".old", ignore_errors=True)  # left by a run killed while deleting it
         os.replace(ckpt_dir, ckpt_dir + ".old")
     os.replace(tmp, ckpt_dir)
-    if os.path.exists(ckpt_dir + ".old"):
-        shutil.rmtree(ckpt_dir + ".old")
+    shutil.rmtree(ckpt_dir + ".old", ignore_errors=True)
 
 
 def run_eval(step):
@@ -251,14 +257,6 @@ def log(record):
 # -----------------------------------------------------------------------------
 # the loop
 
-if master_process:
-    os.makedirs(os.path.join(cfg.out_dir, "samples"), exist_ok=True)
-    mpath = os.path.join(cfg.out_dir, "metrics.jsonl")
-    if resuming and os.path.exists(mpath):  # drop records past the checkpoint: they will be redone
-        keep = [l for l in open(mpath) if json.loads(l)["step"] <= start_step]
-        open(mpath, "w").writelines(keep)
-    elif os.path.exists(mpath):
-        os.remove(mpath)
 prompt_cache = {}
 evals = {}
 if start_step == 0:
@@ -359,8 +357,8 @@ for step in pbar:
     n_chunks = torch.tensor([len(chunks)], device=device)
     if ddp:  # every rank runs the same number of forward/backward calls (DDP/FSDP collectives)
         dist.all_reduce(n_chunks, op=dist.ReduceOp.MAX)
-    # padding chunks keep collectives in step: one row with no response tokens, so its mask is zero and it
-    # adds no gradient and no token (with an entropy bonus or SFT a token would); every pass below runs them
+    # padding chunks keep collectives in step, in every pass below: one row with no response tokens, so its
+    # mask is zero and it adds no gradient and no token (with SFT or an entropy bonus a token would)
     chunks += [[{"prompt": prompt_cache[probs[0]["id"]], "tokens": [], "A": 0.0, "offline": False}]] * \
         (n_chunks.item() - len(chunks))
     stats = {"clipped": 0.0, "approx_kl": 0.0, "tokens": 0.0}
@@ -391,8 +389,7 @@ for step in pbar:
                     else:
                         logp_old = torch.zeros_like(logp)
                         for i, r in enumerate(c):
-                            if "logp_old" in r:
-                                logp_old[i][m[i].bool()] = r["logp_old"]
+                            logp_old[i][m[i].bool()] = r["logp_old"]
                     A = torch.tensor([r["A"] for r in c], device=device)
                     off = torch.tensor([r["offline"] for r in c], device=device)
                     loss, st = grpo_loss(logp, logp_old, A, m, T / ddp_world_size, cfg.clip_eps, off,

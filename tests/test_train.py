@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -41,8 +42,9 @@ def run(world, out, *args, nproc=1, check=True, timeout=300):
     launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"] if nproc > 1 \
         else [sys.executable]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    script = os.path.join(ROOT, "train.py")
     # a session of its own: on a timeout (a hang) the whole group goes, torchrun's workers included
-    p = subprocess.Popen(launcher + [os.path.join(ROOT, "train.py")] + base, cwd=ROOT, env=env, text=True,
+    p = subprocess.Popen(launcher + [script] + base, cwd=ROOT, env=env, text=True,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
         stdout, stderr = p.communicate(timeout=timeout)
@@ -217,3 +219,78 @@ def test_padding_micro_batches_add_nothing(world, tmp_path, uneven, args):
     p1, p2 = params(tmp_path / "one"), params(tmp_path / "two")
     for k in p1:
         torch.testing.assert_close(p1[k], p2[k], rtol=1e-3, atol=1e-5)
+
+
+# -----------------------------------------------------------------------------
+# failure behaviour: stop early and clearly, never hang, never lose or corrupt a checkpoint
+
+def test_resume_without_checkpoint_is_an_error(world, tmp_path):
+    """--resume with no checkpoint names the directory and leaves out_dir alone; --resume_if_present starts afresh."""
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"step": 7}\n')
+    p = run(world, out, "--max_steps=1", "--resume", check=False)
+    assert p.returncode != 0 and f"--resume: no checkpoint in {out / 'ckpt'}" in p.stderr
+    assert (out / "metrics.jsonl").read_text() == '{"step": 7}\n'
+    run(world, out, "--max_steps=1", "--resume_if_present=true")
+    assert [r["step"] for r in metrics(out)] == [0, 1]
+
+
+def test_sigkill_and_resume_is_bit_identical(world, tmp_path):
+    """A run killed with SIGKILL mid-training, resumed with --resume_if_present, ends with the weights and
+    metrics of a run that never stopped, bit for bit; also when killed between save_checkpoint's two
+    renames (only ckpt.old/ left)."""
+    args = ["--max_steps=6", "--save_every=1"]
+    run(world, tmp_path / "straight", *args)
+    out = tmp_path / "killed"
+    cmd = [sys.executable, os.path.join(ROOT, "train.py"), f"--model={world}", f"--train_file={world}/train.jsonl",
+           f"--heldout_file={world}/heldout.jsonl", f"--offline_file={world}/offline.jsonl", f"--out_dir={out}",
+           "--problems_per_step=4", "--group_size=4", "--max_new_tokens=48", "--eval_every=0", "--sample_every=1",
+           "--lr=1e-2", *args]
+    p = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    while not (os.path.exists(out / "metrics.jsonl") and len(metrics(out)) >= 4):  # step 3 logged: ckpt >= 2
+        assert p.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.02)
+    p.kill()  # SIGKILL: no handler, no flush, no cleanup
+    p.wait()
+    assert p.returncode == -9 and metrics(out)[-1]["step"] < 6
+    os.replace(out / "ckpt", out / "ckpt.old")  # the state a kill between the renames leaves
+    run(world, out, *args, "--resume_if_present=true")
+    assert not os.path.exists(out / "ckpt.old")
+    a, b = metrics(tmp_path / "straight"), metrics(out)
+    assert [r["step"] for r in b] == list(range(7))
+    for ra, rb in zip(a, b):
+        assert {k: v for k, v in ra.items() if not k.startswith(("t_", "tokens_per_s"))} == \
+            {k: v for k, v in rb.items() if not k.startswith(("t_", "tokens_per_s"))}
+    pa, pb = params(tmp_path / "straight"), params(out)
+    assert all(torch.equal(pa[k], pb[k]) for k in pa)
+
+
+def test_unwritable_out_dir_fails_at_start(world, tmp_path):
+    """An out_dir that takes no file stops the run at start with a message naming it, before any step."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    if os.access(ro, os.W_OK):  # root ignores file modes: sysfs takes no new file from anyone
+        ro = "/sys/kernel"
+        if not os.path.isdir(ro):
+            pytest.skip("running as root without /sys: no unwritable directory to test with")
+    p = run(world, os.path.join(ro, "run"), "--max_steps=1", check=False)
+    assert p.returncode != 0 and f"error: out_dir={os.path.join(ro, 'run')!r} is not writable" in p.stderr
+    assert "step 0 |" not in p.stdout
+
+
+def test_check_out_dir_disk_space(tmp_path, monkeypatch):
+    """check_out_dir exits when the disk has less room than one checkpoint, passes otherwise, and probes
+    an existing ckpt/ too (the next save deletes its files)."""
+    import shutil
+    import config
+    (tmp_path / "ckpt").mkdir()
+    config.check_out_dir(str(tmp_path), ckpt_bytes=1024)
+    assert os.path.isdir(tmp_path / "samples") and sorted(os.listdir(tmp_path / "ckpt")) == []
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 * 2**30, 9 * 2**30, 2**30))
+    with pytest.raises(SystemExit) as e:
+        config.check_out_dir(str(tmp_path), ckpt_bytes=12 * 7 * 10**9)  # a 7B policy: 84 GB
+    assert str(e.value) == (f"error: out_dir={str(tmp_path)!r} has 1.00 GiB free; a checkpoint needs about 78.23 GiB "
+                            "(float32 weights and AdamW state, 12 bytes per parameter)")
