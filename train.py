@@ -362,6 +362,7 @@ for step in pbar:
     chunks += [[{"prompt": prompt_cache[probs[0]["id"]], "tokens": [], "A": 0.0, "offline": False}]] * \
         (n_chunks.item() - len(chunks))
     stats = {"clipped": 0.0, "approx_kl": 0.0, "tokens": 0.0}
+    loss_sum = torch.zeros((), device=device)  # this rank's loss over the step's updates, checked before each step
     if cfg.num_iterations > 1:  # logp_old from the policy before any update on this batch
         with torch.no_grad():
             for c in chunks:  # padding chunks too: under FSDP every forward is a collective
@@ -395,11 +396,15 @@ for step in pbar:
                     loss, st = grpo_loss(logp, logp_old, A, m, T / ddp_world_size, cfg.clip_eps, off,
                                          cfg.offline_loss == "luffy", H, cfg.entropy_coef)
                 loss.backward()
+                loss_sum += loss.detach()
             if it == cfg.num_iterations - 1:
                 for k in stats:
                     stats[k] += float(st[k])
         grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
         grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm  # FSDP: DTensor
+        checked = {"loss": loss_sum.item(), "grad_norm": grad_norm.item()}  # CPU-GPU sync points, once per update
+        if bad := {k: v for k, v in checked.items() if not math.isfinite(v)}:  # before NaN reaches the weights
+            sys.exit(f"error: step {step + 1}: non-finite {bad}; stopped before the optimizer step")
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     t_update = time.time() - t0

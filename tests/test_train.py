@@ -4,6 +4,7 @@ Each builds a tiny toy world (random ~30k-parameter policy, a few dozen problems
 """
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -33,16 +34,18 @@ def world(tmp_path_factory):
     return d
 
 
-def run(world, out, *args, nproc=1, check=True, timeout=300):
-    """Run train.py on the tiny world; returns the completed process."""
+def run(world, out, *args, nproc=1, check=True, timeout=300, fault=None):
+    """Run train.py on the tiny world (through tests/run_with_fault.py with the FAULT* variables of `fault`);
+    returns the completed process."""
     base = [f"--model={world}", f"--train_file={world}/train.jsonl", f"--heldout_file={world}/heldout.jsonl",
             f"--offline_file={world}/offline.jsonl", f"--out_dir={out}", "--problems_per_step=4",
             "--group_size=4", "--max_new_tokens=48", "--eval_every=0", "--sample_every=1", "--lr=1e-2",
             "--save_every=0", *args]
     launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"] if nproc > 1 \
         else [sys.executable]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
-    script = os.path.join(ROOT, "train.py")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
+               **(fault or {}))
+    script = os.path.join(ROOT, "tests", "run_with_fault.py") if fault else os.path.join(ROOT, "train.py")
     # a session of its own: on a timeout (a hang) the whole group goes, torchrun's workers included
     p = subprocess.Popen(launcher + [script] + base, cwd=ROOT, env=env, text=True,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
@@ -265,6 +268,35 @@ def test_sigkill_and_resume_is_bit_identical(world, tmp_path):
             {k: v for k, v in rb.items() if not k.startswith(("t_", "tokens_per_s"))}
     pa, pb = params(tmp_path / "straight"), params(out)
     assert all(torch.equal(pa[k], pb[k]) for k in pa)
+
+
+@pytest.mark.parametrize("how", ["lr", "injected"])
+def test_non_finite_stops_before_the_update(world, tmp_path, how):
+    """A non-finite grad norm (lr 1e30 makes step 2's gradients NaN) or loss (an inf injected into step 2's
+    loss) stops the run naming the step and the metric, before the optimizer step: the step-1 checkpoint
+    is the last, with finite weights, and no record of step 2 is logged."""
+    if how == "lr":
+        p = run(world, tmp_path / "r", "--max_steps=4", "--save_every=1", "--lr=1e30", check=False)
+        assert "error: step 2: non-finite {'grad_norm': nan}; stopped before the optimizer step" in p.stderr
+    else:
+        p = run(world, tmp_path / "r", "--max_steps=4", "--save_every=1", check=False,
+                fault=dict(FAULT="model:grpo_loss", FAULT_RANK="0", FAULT_CALL="2", FAULT_SCALE="inf"))
+        assert re.search(r"error: step 2: non-finite \{'loss': -?inf, 'grad_norm': nan\}", p.stderr)
+    assert p.returncode != 0
+    assert torch.load(tmp_path / "r" / "ckpt" / "trainer_state.pt", weights_only=False)["step"] == 1
+    assert all(torch.isfinite(v).all() for v in params(tmp_path / "r").values())
+    assert [r["step"] for r in metrics(tmp_path / "r")] == [0, 1]
+
+
+def test_a_failing_rank_ends_the_job_within_a_minute(world, tmp_path):
+    """A rank that raises mid-run (rank 1, in its 3rd forward of an update) ends the whole 2-rank torchrun job
+    within a minute, its error shown: rank 0 is not left waiting in a collective for gloo's 30 minutes."""
+    p = run(world, tmp_path / "r", "--max_steps=50", nproc=2, check=False,
+            fault=dict(FAULT="model:score", FAULT_RANK="1", FAULT_CALL="3"))
+    ended = time.time()
+    assert p.returncode != 0 and "RuntimeError: injected fault: model.score on rank 1" in p.stderr
+    assert ended - float(re.search(r"fault injected at ([0-9.]+)", p.stderr).group(1)) < 60
+    assert len(metrics(tmp_path / "r")) < 51
 
 
 def test_unwritable_out_dir_fails_at_start(world, tmp_path):
