@@ -1,4 +1,5 @@
-"""End-to-end tests of train.py: DDP equals one process, resume loses nothing, bad input fails early.
+"""End-to-end tests of train.py: DDP equals one process, resume loses nothing (even after SIGKILL), bad
+input, a bad out_dir, a non-finite loss and a failing rank all stop the run early and clearly.
 
 Each builds a tiny toy world (random ~30k-parameter policy, a few dozen problems) in tmp_path.
 """
