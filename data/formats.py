@@ -38,13 +38,13 @@ def _rows(path):
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise json_error(path, n, line, e) from None
+                raise _json_error(path, n, line, e) from None
             if not isinstance(obj, dict):
                 raise DataError(f"{path}:{n}: expected a JSON object, got {type(obj).__name__}")
             yield n, obj
 
 
-def json_error(path, n, line, e):
+def _json_error(path, n, line, e):
     """A DataError with the decoder's complaint and its column, naming the field whose string broke if one did."""
     msg = f"{path}:{n}: not valid JSON: {e.msg.removesuffix(' at')} at column {e.colno}"
     # does the line up to the error end inside the string value of a "key"? (a raw tab, a bad escape)
