@@ -1,10 +1,13 @@
-"""The training config: one flat typed dataclass, named presets, the ALGOS table, and the parser.
+"""The training config: one flat typed dataclass, named presets, the ALGOS table, the parser, and the
+start-up checks (derived sizes, a writable out_dir with room for a checkpoint).
 
     python train.py --config tiny|small|base --algo=grpo --key=value ...
 Preset first, then the ALGOS entry of --algo, then --key=value overrides (each type-checked; an
 unknown key is an error). Every SPEC baseline and ablation is a field of Config.
 """
 import dataclasses
+import os
+import shutil
 import sys
 from dataclasses import dataclass
 
@@ -58,7 +61,8 @@ class Config:
     eval_problems: int = 300                # held-out problems used (0 = all)
     sample_every: int = 25                  # dump rollouts to out_dir/samples every this many steps
     save_every: int = 50                    # checkpoint every this many steps (and at the end)
-    resume: bool = False                    # continue from out_dir/ckpt
+    resume: bool = False                    # continue from out_dir/ckpt; an error when there is none
+    resume_if_present: bool = False         # continue from out_dir/ckpt if there is one, else start (preemptible jobs)
     seed: int = 0
     dtype: str = "float32"                  # compute dtype: bfloat16 = autocast (weights, grads, Adam stay float32)
     grad_ckpt: bool = False                 # gradient checkpointing in the update (recompute activations)
@@ -135,14 +139,38 @@ def parse_config(argv):
 
 
 def check_config(cfg, world_size):
-    """Every derived size is checked here, with the field at fault named."""
-    assert cfg.model, "--model must name a local model directory"
-    assert cfg.problems_per_step % world_size == 0, \
-        f"problems_per_step={cfg.problems_per_step} must be divisible by the world size {world_size}"
-    assert cfg.group_size >= 2, f"group_size={cfg.group_size} must be >= 2 (a group needs a std)"
-    assert cfg.replace_mode in ("replace", "mix", "fixed", "none"), f"replace_mode={cfg.replace_mode!r}"
-    assert 0 <= cfg.num_replace < cfg.group_size, f"num_replace={cfg.num_replace} must be in [0, group_size)"
-    assert cfg.offline_loss in ("onpolicy", "luffy"), f"offline_loss={cfg.offline_loss!r}"
-    assert cfg.lr_schedule in ("constant", "cosine"), f"lr_schedule={cfg.lr_schedule!r}"
-    assert cfg.dtype in ("float32", "bfloat16"), f"dtype={cfg.dtype!r}"
-    assert cfg.num_iterations >= 1, f"num_iterations={cfg.num_iterations} must be >= 1"
+    """Every derived size is checked here; a failed check exits with the field at fault named."""
+    try:
+        assert cfg.model, "--model must name a local model directory"
+        assert cfg.problems_per_step % world_size == 0, \
+            f"problems_per_step={cfg.problems_per_step} must be divisible by the world size {world_size}"
+        assert cfg.group_size >= 2, f"group_size={cfg.group_size} must be >= 2 (a group needs a std)"
+        assert cfg.replace_mode in ("replace", "mix", "fixed", "none"), f"replace_mode={cfg.replace_mode!r}"
+        assert 0 <= cfg.num_replace < cfg.group_size, f"num_replace={cfg.num_replace} must be in [0, group_size)"
+        assert cfg.offline_loss in ("onpolicy", "luffy"), f"offline_loss={cfg.offline_loss!r}"
+        assert cfg.lr_schedule in ("constant", "cosine"), f"lr_schedule={cfg.lr_schedule!r}"
+        assert cfg.dtype in ("float32", "bfloat16"), f"dtype={cfg.dtype!r}"
+        assert cfg.num_iterations >= 1, f"num_iterations={cfg.num_iterations} must be >= 1"
+    except AssertionError as e:
+        sys.exit(f"error: {e}")
+
+
+def check_out_dir(out_dir, ckpt_bytes):
+    """Exit at start, not after an hour of training, when out_dir (or its ckpt/) takes no file or its disk
+    has less room than one checkpoint (written beside the previous one, then renamed over it)."""
+    try:
+        os.makedirs(os.path.join(out_dir, "samples"), exist_ok=True)
+        for d in (out_dir, os.path.join(out_dir, "ckpt")):
+            if os.path.isdir(d):  # ckpt/ exists when resuming: the next save deletes its files
+                probe = os.path.join(d, ".write_probe")
+                with open(probe, "w") as f:
+                    f.write("x" * 4096)
+                    f.flush()
+                    os.fsync(f.fileno())  # a full disk may only say so here
+                os.remove(probe)
+    except OSError as e:
+        sys.exit(f"error: out_dir={out_dir!r} is not writable: {e}")
+    free = shutil.disk_usage(out_dir).free
+    if free < ckpt_bytes:
+        sys.exit(f"error: out_dir={out_dir!r} has {free / 2**30:.2f} GiB free; a checkpoint needs about "
+                 f"{ckpt_bytes / 2**30:.2f} GiB (float32 weights and AdamW state, 12 bytes per parameter)")

@@ -8,9 +8,10 @@ and writes the same numbers as JSON with --out:
         --k 8 --temperature 0.6 --top_p 0.95 --out results.json \
         --instruction " Please reason step by step, and put your final answer within \\boxed{}."
     torchrun --nproc_per_node=8 eval.py ...     # problems sharded over ranks, sums all-reduced
-Benchmarks are the tags data/formats.py gives each problem (gsm8k, math, mc, own, or a row's
-"benchmark" field). avg@k is the mean accuracy of k samples per problem; sample j of problem `id` is
-seeded by (seed, id, j), so every number is the same on 1 rank or 8 and for any batch size.
+The table has one row per benchmark: a row's own "benchmark" field, else the name of its --data file
+(mmlu.jsonl and arc_challenge.jsonl are two rows, though both are format "mc"). avg@k is the mean
+accuracy of k samples per problem; sample j of problem `id` is seeded by (seed, id, j), so every
+number is the same on 1 rank or 8 and for any batch size.
 Tested by: python -m pytest -q tests/test_eval.py
 """
 import argparse
@@ -123,7 +124,8 @@ def main(argv=None):
         device = "cpu"  # threads: torch's default; torchrun sets OMP_NUM_THREADS=1 per rank
 
     try:
-        problems = [p for f in args.data for p in load_problems(f)[:args.limit or None]]
+        problems = [p for f in args.data  # rows without a "benchmark" field are tagged with their file's name
+                    for p in load_problems(f, os.path.splitext(os.path.basename(f))[0])[:args.limit or None]]
     except DataError as e:
         sys.exit(f"error: {e}")
     model, tokenizer = load_policy(args.model, dtype=getattr(torch, args.dtype), device=device)

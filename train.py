@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 import verify as verifier
-from config import check_config, parse_config
+from config import check_config, check_out_dir, parse_config
 from data.formats import DataError, load_offline, load_problems
 from encoder import cached_offline_embeddings, cache_key, cosine_matrix, embed, load_encoder
 from eval import evaluate
@@ -71,10 +71,7 @@ def print0(*a, **k):
         tqdm.write(" ".join(str(x) for x in a), **k)
 
 
-try:
-    check_config(cfg, ddp_world_size)
-except AssertionError as e:
-    sys.exit(f"error: {e}")
+check_config(cfg, ddp_world_size)
 problems_per_rank = cfg.problems_per_step // ddp_world_size
 print0(f"config ({preset}, algo={cfg.algo}): {json.dumps(dataclasses.asdict(cfg))}")
 print0(f"world size {ddp_world_size} | problems per rank {problems_per_rank} | rollouts per rank "
@@ -87,21 +84,19 @@ try:
     train_problems = load_problems(cfg.train_file)
     heldout = load_problems(cfg.heldout_file)[:cfg.eval_problems or None]
     offline_rows = [] if cfg.replace_mode == "none" and not cfg.exploration_reward and not cfg.sft_only \
-        else load_offline(cfg.offline_file, known_ids={p["id"] for p in train_problems})
+        else load_offline(cfg.offline_file, known_ids={p["id"] for p in train_problems}, teachers=cfg.teachers)
 except DataError as e:
     sys.exit(f"error: {e}")
-if cfg.teachers:
-    keep = set(cfg.teachers.split(","))
-    unknown = keep - {o["teacher"] for o in offline_rows}
-    assert not unknown, f"teachers={cfg.teachers!r}: no trajectories from {sorted(unknown)} in {cfg.offline_file}"
-    offline_rows = [o for o in offline_rows if o["teacher"] in keep]
 
 # -----------------------------------------------------------------------------
 # policy, encoder, optimizer
 
-ckpt_dir = os.path.join(cfg.out_dir, "ckpt")
-resuming = cfg.resume and os.path.exists(os.path.join(ckpt_dir, "trainer_state.pt"))
-model, tokenizer = load_policy(ckpt_dir if resuming else cfg.model, dtype=torch.float32, device=device)
+ckpt_dir = os.path.join(cfg.out_dir, "ckpt")  # or ckpt.old/, if a run was killed between save_checkpoint's renames
+found = [d for d in (ckpt_dir, ckpt_dir + ".old") if os.path.exists(os.path.join(d, "trainer_state.pt"))]
+if cfg.resume and not found:
+    sys.exit(f"error: --resume: no checkpoint in {ckpt_dir} (--resume_if_present=true starts afresh instead)")
+resume_dir = found[0] if found and (cfg.resume or cfg.resume_if_present) else None
+model, tokenizer = load_policy(resume_dir or cfg.model, dtype=torch.float32, device=device)
 if cfg.grad_ckpt:  # only active in train mode; generation runs in eval mode with the KV cache
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 raw_model = model
@@ -114,11 +109,12 @@ if fsdp:
 elif ddp:
     model = DDP(model)
 optimizer = torch.optim.AdamW(raw_model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
-print0(f"policy: {sum(p.numel() for p in raw_model.parameters()) / 1e6:.2f}M parameters "
+n_params = sum(p.numel() for p in raw_model.parameters())  # FSDP: DTensors count their full size
+print0(f"policy: {n_params / 1e6:.2f}M parameters "
        f"({'fsdp' if fsdp else 'ddp' if ddp else 'single process'}, compute {cfg.dtype})")
 start_step = 0
-if resuming:
-    state = torch.load(os.path.join(ckpt_dir, "trainer_state.pt"), map_location="cpu", weights_only=False)
+if resume_dir:
+    state = torch.load(os.path.join(resume_dir, "trainer_state.pt"), map_location="cpu", weights_only=False)
     if fsdp:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
         set_optimizer_state_dict(raw_model, optimizer, state["optimizer"],
@@ -126,7 +122,12 @@ if resuming:
     else:
         optimizer.load_state_dict(state["optimizer"])
     start_step = state["step"]
-    print0(f"resumed from {ckpt_dir} at step {start_step}")
+    print0(f"resumed from {resume_dir} at step {start_step}")
+if master_process:  # exits now, not after an hour, if out_dir takes no file or has no room for a checkpoint
+    check_out_dir(cfg.out_dir, ckpt_bytes=12 * n_params)  # float32 weights + AdamW's two moments
+    mpath = os.path.join(cfg.out_dir, "metrics.jsonl")  # records past the checkpoint are dropped: they will be redone
+    old = open(mpath).readlines() if resume_dir and os.path.exists(mpath) else []
+    open(mpath, "w").writelines(l for l in old if json.loads(l)["step"] <= start_step)
 
 
 def lockstep(done):
@@ -216,11 +217,11 @@ def save_checkpoint(step):
     tokenizer.save_pretrained(tmp)
     torch.save({"optimizer": optim_sd or optimizer.state_dict(), "step": step, "config": dataclasses.asdict(cfg)},
                os.path.join(tmp, "trainer_state.pt"))
-    if os.path.exists(ckpt_dir):
+    if os.path.exists(ckpt_dir):  # ckpt/ is always complete; killed between these renames, a resume reads .old
+        shutil.rmtree(ckpt_dir + ".old", ignore_errors=True)  # left by a run killed while deleting it
         os.replace(ckpt_dir, ckpt_dir + ".old")
     os.replace(tmp, ckpt_dir)
-    if os.path.exists(ckpt_dir + ".old"):
-        shutil.rmtree(ckpt_dir + ".old")
+    shutil.rmtree(ckpt_dir + ".old", ignore_errors=True)
 
 
 def run_eval(step):
@@ -242,14 +243,6 @@ def log(record):
 # -----------------------------------------------------------------------------
 # the loop
 
-if master_process:
-    os.makedirs(os.path.join(cfg.out_dir, "samples"), exist_ok=True)
-    mpath = os.path.join(cfg.out_dir, "metrics.jsonl")
-    if resuming and os.path.exists(mpath):  # drop records past the checkpoint: they will be redone
-        keep = [l for l in open(mpath) if json.loads(l)["step"] <= start_step]
-        open(mpath, "w").writelines(keep)
-    elif os.path.exists(mpath):
-        os.remove(mpath)
 prompt_cache = {}
 evals = {}
 if start_step == 0:
@@ -323,6 +316,7 @@ for step in pbar:
         H = torch.tensor([0.0 if m[1] else m[0]["H_last"] for m in members])
         R_oger = oger_reward(D, H, R_m, cfg.lam, cfg.alpha, cfg.use_divergence, cfg.use_entropy) \
             if cfg.exploration_reward else torch.zeros(len(members))
+        R_oger = R_oger.masked_fill(is_off, 0.0)  # never on offline members (D = 1 for all under no_divergence)
         R_total = total_reward(R_m, R_oger, is_off)  # offline members get R_m only
         A = torch.ones(len(members)) if cfg.sft_only else group_advantages(R_total[None], cfg.adv_std)[0]
         flat_groups += int(bool((R_total == R_total[0]).all()))  # A = 0: no signal from this group
@@ -350,17 +344,20 @@ for step in pbar:
     n_chunks = torch.tensor([len(chunks)], device=device)
     if ddp:  # every rank runs the same number of forward/backward calls (DDP/FSDP collectives)
         dist.all_reduce(n_chunks, op=dist.ReduceOp.MAX)
-    chunks += [[]] * (n_chunks.item() - len(chunks))
+    # padding chunks keep collectives in step, in every pass below: one row with no response tokens, so its
+    # mask is zero and it adds no gradient and no token (with SFT or an entropy bonus a token would)
+    chunks += [[{"prompt": prompt_cache[probs[0]["id"]], "tokens": [], "A": 0.0, "offline": False}]] * \
+        (n_chunks.item() - len(chunks))
     stats = {"clipped": 0.0, "approx_kl": 0.0, "tokens": 0.0}
+    loss_sum = torch.zeros((), device=device)  # this rank's loss over the step's updates, checked before each step
     if cfg.num_iterations > 1:  # logp_old from the policy before any update on this batch
         with torch.no_grad():
-            for c in chunks:
-                if c:
-                    ids, attn, m = pad_batch([r["prompt"] for r in c], [r["tokens"] for r in c], tokenizer.pad_token_id, device)
-                    with autocast():
-                        logp, _ = score(raw_model, ids, attn, cfg.temperature, with_entropy=False)
-                    for r, lp, mm in zip(c, logp, m):
-                        r["logp_old"] = lp[mm.bool()]
+            for c in chunks:  # padding chunks too: under FSDP every forward is a collective
+                ids, attn, m = pad_batch([r["prompt"] for r in c], [r["tokens"] for r in c], tokenizer.pad_token_id, device)
+                with autocast():
+                    logp, _ = score(raw_model, ids, attn, cfg.temperature, with_entropy=False)
+                for r, lp, mm in zip(c, logp, m):
+                    r["logp_old"] = lp[mm.bool()]
     for it in range(cfg.num_iterations):
         for g_ in optimizer.param_groups:
             g_["lr"] = lr_at(step)
@@ -368,8 +365,6 @@ for step in pbar:
             # DDP all-reduces gradients on the last micro-batch only; FSDP reduce-scatters every one
             sync = model.no_sync() if ddp and not fsdp and ci < len(chunks) - 1 else nullcontext()
             with sync:
-                if not c:  # a padding chunk: keeps collectives in step, contributes zero gradient
-                    c = [{"prompt": prompt_cache[probs[0]["id"]], "tokens": [tokenizer.eos_token_id], "A": 0.0, "offline": False}]
                 ids, attn, m = pad_batch([r["prompt"] for r in c], [r["tokens"] for r in c], tokenizer.pad_token_id, device)
                 with autocast():  # score() upcasts logits: log-probs and the loss are float32
                     logp, H = score(model, ids, attn, cfg.temperature, with_entropy=bool(cfg.entropy_coef))  # (b, L-1)
@@ -382,18 +377,21 @@ for step in pbar:
                     else:
                         logp_old = torch.zeros_like(logp)
                         for i, r in enumerate(c):
-                            if "logp_old" in r:
-                                logp_old[i][m[i].bool()] = r["logp_old"]
+                            logp_old[i][m[i].bool()] = r["logp_old"]
                     A = torch.tensor([r["A"] for r in c], device=device)
                     off = torch.tensor([r["offline"] for r in c], device=device)
                     loss, st = grpo_loss(logp, logp_old, A, m, T / ddp_world_size, cfg.clip_eps, off,
                                          cfg.offline_loss == "luffy", H, cfg.entropy_coef)
                 loss.backward()
+                loss_sum += loss.detach()
             if it == cfg.num_iterations - 1:
                 for k in stats:
                     stats[k] += float(st[k])
         grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
         grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm  # FSDP: DTensor
+        checked = {"loss": loss_sum.item(), "grad_norm": grad_norm.item()}  # CPU-GPU sync points, once per update
+        if bad := {k: v for k, v in checked.items() if not math.isfinite(v)}:  # before NaN reaches the weights
+            sys.exit(f"error: step {step + 1}: non-finite {bad}; stopped before the optimizer step")
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     t_update = time.time() - t0

@@ -7,7 +7,8 @@ problems (any mix of these, one object per line), each read as {"id", "prompt", 
   {"question", "choices": [..], "answer": 2}  mc     MMLU: choices lettered A, B, ...; the answer is the letter
   {"question", "choices": {"text": [..], "label": [..]}, "answerKey"}   mc   ARC / CommonsenseQA
 A multiple-choice prompt is the question, then one "A. option" line per choice (ARC/CSQA keep their
-own labels). A "benchmark" field in a row overrides the tag detected from the format.
+own labels). A "benchmark" field in a row overrides the tag detected from the format. A row without
+"id" (GSM8K and MATH have none) gets "<file base name>:<line>", the id a teacher file must use for it.
 offline trajectories:
   {"id": <problem id>, "teacher": <name>, "response": <text>} ("teacher" may be left to the caller)
 Errors name the file, the line number and the field at fault.
@@ -15,6 +16,7 @@ Tested by: python -m pytest -q tests/test_data.py
 """
 import json
 import os
+import re
 
 from verify import brace_group
 
@@ -36,10 +38,22 @@ def _rows(path):
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+                raise _json_error(path, n, line, e) from None
             if not isinstance(obj, dict):
                 raise DataError(f"{path}:{n}: expected a JSON object, got {type(obj).__name__}")
             yield n, obj
+
+
+def _json_error(path, n, line, e):
+    """A DataError with the decoder's complaint and its column, naming the field whose string broke if one did."""
+    msg = f"{path}:{n}: not valid JSON: {e.msg.removesuffix(' at')} at column {e.colno}"
+    # does the line up to the error end inside the string value of a "key"? (a raw tab, a bad escape)
+    m = re.search(r'"((?:[^"\\]|\\.)*)"\s*:\s*"(?:[^"\\]|\\.)*\\?$', line[:e.pos + 1])
+    if m:
+        msg += f", in the string of field '{m.group(1)}'"
+    if "control character" in e.msg:
+        msg += " (a raw tab or newline: write it as \\t or \\n)"
+    return DataError(msg)
 
 
 def _field(path, n, obj, key, kinds=(str,)):
@@ -86,8 +100,9 @@ def multiple_choice(path, n, obj):
     return question + "\n" + "\n".join(f"{l}. {t}" for l, t in zip(labels, texts)), answer
 
 
-def problem_of(path, n, obj):
-    """One problem {"id", "prompt", "answer", "benchmark"} from any supported format."""
+def problem_of(path, n, obj, benchmark=None):
+    """One problem {"id", "prompt", "answer", "benchmark"} from any supported format; `benchmark` tags a
+    row without its own "benchmark" field (None: the format's tag)."""
     pid = str(obj.get("id", f"{os.path.basename(path)}:{n}"))
     if "prompt" in obj:
         prompt, bench = _field(path, n, obj, "prompt"), "own"
@@ -113,14 +128,16 @@ def problem_of(path, n, obj):
                         f"'problem', got fields {sorted(obj)}")
     if "benchmark" in obj:  # the row's own tag wins (e.g. "math500" vs "math", "arc" vs "mmlu")
         bench = _field(path, n, obj, "benchmark")
+    elif benchmark:
+        bench = benchmark
     return {"id": pid, "prompt": prompt, "answer": str(ans), "benchmark": bench}
 
 
-def load_problems(path):
-    """All problems of a JSONL file; duplicate ids are an error."""
+def load_problems(path, benchmark=None):
+    """All problems of a JSONL file; duplicate ids are an error. benchmark: as in problem_of."""
     out, seen = [], {}
     for n, obj in _rows(path):
-        p = problem_of(path, n, obj)
+        p = problem_of(path, n, obj, benchmark)
         if p["id"] in seen:
             raise DataError(f"{path}:{n}: field 'id' {p['id']!r} repeats line {seen[p['id']]}")
         seen[p["id"]] = n
@@ -130,9 +147,10 @@ def load_problems(path):
     return out
 
 
-def load_offline(path, known_ids=None, teacher=None):
+def load_offline(path, known_ids=None, teacher=None, teachers=""):
     """All offline trajectories {"id", "teacher", "response", "line"} of a JSONL file; `teacher` names
-    the rows that have no "teacher" field (without it, that field is required)."""
+    the rows that have no "teacher" field (without it, that field is required). teachers: comma-separated
+    names to keep ("" = all); a name with no trajectory in the file is an error."""
     out = []
     for n, obj in _rows(path):
         pid = str(_field(path, n, obj, "id", (str, int)))
@@ -140,4 +158,10 @@ def load_offline(path, known_ids=None, teacher=None):
             raise DataError(f"{path}:{n}: field 'id' {pid!r} names no problem in the problems file")
         name = teacher if teacher is not None and "teacher" not in obj else _field(path, n, obj, "teacher")
         out.append({"id": pid, "teacher": name, "response": _field(path, n, obj, "response"), "line": n})
+    if teachers:
+        keep = teachers.split(",")
+        unknown = sorted(set(keep) - {o["teacher"] for o in out})
+        if unknown:
+            raise DataError(f"{path}: teachers={teachers!r}: no trajectories from {unknown}")
+        out = [o for o in out if o["teacher"] in keep]
     return out

@@ -92,6 +92,33 @@ def test_mixed_formats_and_blank_lines(tmp_path):
     assert [p["answer"] for p in probs] == ["1", "2"] and probs[1]["id"] == "mix.jsonl:3"
 
 
+def test_native_rows_are_referenced_by_file_and_line(tmp_path):
+    """A GSM8K/MATH row without "id" is "<file name>:<line>" (blank lines count), and a teacher file names it so."""
+    f = write_jsonl(tmp_path / "gsm8k_train.jsonl", [{"question": "q1", "answer": "#### 1"}, "",
+                                                     {"problem": "q2", "solution": "\\boxed{2}"}])
+    ids = {p["id"] for p in load_problems(f)}
+    assert ids == {"gsm8k_train.jsonl:1", "gsm8k_train.jsonl:3"}
+    off = write_jsonl(tmp_path / "off.jsonl", [{"id": "gsm8k_train.jsonl:3", "teacher": "t", "response": "2"}])
+    assert load_offline(off, known_ids=ids)[0]["id"] == "gsm8k_train.jsonl:3"
+    off = write_jsonl(tmp_path / "off.jsonl", [{"id": "gsm8k_train.jsonl:2", "teacher": "t", "response": "2"}])
+    assert "'gsm8k_train.jsonl:2' names no problem" in error_of(load_offline, off, ids)
+
+
+def test_benchmark_default_tag(tmp_path):
+    """load_problems(path, benchmark) tags rows without their own "benchmark" field; a row's field still wins."""
+    f = write_jsonl(tmp_path / "m.jsonl", [{"question": "q", "choices": ["a", "b"], "answer": 0},
+                                           {"question": "q", "choices": ["a"], "answer": 0, "benchmark": "arc"}])
+    assert [p["benchmark"] for p in load_problems(f, "mmlu")] == ["mmlu", "arc"]
+
+
+def test_load_offline_teachers(tmp_path):
+    """teachers="a,b" keeps those teachers' rows; a name with no trajectory in the file is an error naming it."""
+    f = write_jsonl(tmp_path / "off.jsonl", [{"id": "q", "teacher": t, "response": "r"} for t in "abc"])
+    assert [o["teacher"] for o in load_offline(f, teachers="a,c")] == ["a", "c"]
+    msg = error_of(load_offline, f, None, None, "a,zz")
+    assert f"{f}:" in msg and "teachers='a,zz'" in msg and "'zz'" in msg
+
+
 def test_load_offline(tmp_path):
     """Offline trajectories keep id, teacher, response and their line number; numeric ids become strings."""
     f = write_jsonl(tmp_path / "off.jsonl", [{"id": "q1", "teacher": "chain", "response": "1+1=2\n#### 2"},
@@ -127,6 +154,21 @@ def test_bad_json_names_line(tmp_path):
     assert f"{f}:3:" in msg and "JSON" in msg
     f = write_jsonl(tmp_path / "l.jsonl", ['["a list"]'])
     assert f"{f}:1:" in error_of(load_problems, f)
+
+
+def test_json_syntax_error_names_column_and_field(tmp_path):
+    """A JSON syntax error keeps the decoder's column and names the field whose string is broken (a raw tab,
+    a line cut by a raw newline, a bad escape); other syntax errors give the column alone."""
+    row = '{"id": "a", "teacher": "t", "response": "step 1'  # 47 characters
+    for line, complaint in [(row + '\tstep 2"}', "Invalid control character at column 48"),
+                            (row, "Invalid control character at column 48"),  # the line's own newline
+                            (row + '\\q"}', "Invalid \\escape at column 48")]:
+        f = write_jsonl(tmp_path / "off.jsonl", [{"id": "a", "teacher": "t", "response": "ok"}, line])
+        msg = error_of(load_offline, f)
+        assert msg.startswith(f"{f}:2: not valid JSON: {complaint}, in the string of field 'response'"), msg
+        assert ("write it as \\t or \\n" in msg) == ("control" in complaint)
+    f = write_jsonl(tmp_path / "off.jsonl", ['{"id": "a" "teacher": "t"}'])
+    assert error_of(load_offline, f) == f"{f}:1: not valid JSON: Expecting ',' delimiter at column 12"
 
 
 def test_empty_response_names_field(tmp_path):

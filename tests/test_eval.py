@@ -129,3 +129,17 @@ def test_cli_json_markdown_and_two_ranks(ckpt, capsys):
     two = json.load(open(ckpt / "two.json"))
     assert two["world_size"] == 2 and two["greedy"] == saved["greedy"] and two["sampled"] == saved["sampled"]
     assert p.stdout.count("| all |") == 1  # only rank 0 prints
+
+
+def test_mmlu_and_arc_are_separate_benchmarks(ckpt, capsys):
+    """MMLU and ARC rows are both format "mc", but the command reports each --data file as its own benchmark
+    (the paper reports each); a row's own "benchmark" field still wins."""
+    (ckpt / "mmlu.jsonl").write_text("".join(json.dumps(r) + "\n" for r in FILES["mc.jsonl"][:2]))
+    (ckpt / "arc.jsonl").write_text(json.dumps(FILES["mc.jsonl"][2]) + "\n"
+                                    + json.dumps(dict(FILES["mc.jsonl"][2], benchmark="arc_easy")) + "\n")
+    res = evaluation.main(["--model", str(ckpt / "ckpt"), "--data", str(ckpt / "mmlu.jsonl"),
+                           str(ckpt / "arc.jsonl"), "--max_new_tokens", "32"])
+    acc = {b: (r["acc"], r["n"]) for b, r in res["greedy"]["per_benchmark"].items()}
+    assert acc == {"mmlu": (0.5, 2), "arc": (1.0, 1), "arc_easy": (1.0, 1)}
+    printed = capsys.readouterr().out
+    assert "| mmlu | 2 | 50.0% |" in printed and "| arc | 1 | 100.0% |" in printed

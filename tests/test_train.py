@@ -1,11 +1,15 @@
-"""End-to-end tests of train.py: DDP equals one process, resume loses nothing, bad input fails early.
+"""End-to-end tests of train.py: DDP equals one process, resume loses nothing (even after SIGKILL), bad
+input, a bad out_dir, a non-finite loss and a failing rank all stop the run early and clearly.
 
 Each builds a tiny toy world (random ~30k-parameter policy, a few dozen problems) in tmp_path.
 """
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -31,17 +35,27 @@ def world(tmp_path_factory):
     return d
 
 
-def run(world, out, *args, nproc=1, check=True):
-    """Run train.py on the tiny world; returns the completed process."""
+def run(world, out, *args, nproc=1, check=True, timeout=300, fault=None):
+    """Run train.py on the tiny world (through tests/run_with_fault.py with the FAULT* variables of `fault`);
+    returns the completed process."""
     base = [f"--model={world}", f"--train_file={world}/train.jsonl", f"--heldout_file={world}/heldout.jsonl",
             f"--offline_file={world}/offline.jsonl", f"--out_dir={out}", "--problems_per_step=4",
             "--group_size=4", "--max_new_tokens=48", "--eval_every=0", "--sample_every=1", "--lr=1e-2",
             "--save_every=0", *args]
     launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"] if nproc > 1 \
         else [sys.executable]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
-    p = subprocess.run(launcher + [os.path.join(ROOT, "train.py")] + base, cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=300)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
+               **(fault or {}))
+    script = os.path.join(ROOT, "tests", "run_with_fault.py") if fault else os.path.join(ROOT, "train.py")
+    # a session of its own: on a timeout (a hang) the whole group goes, torchrun's workers included
+    p = subprocess.Popen(launcher + [script] + base, cwd=ROOT, env=env, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        stdout, stderr = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        raise
+    p = subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr)
     if check:
         assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]
     return p
@@ -123,9 +137,11 @@ def test_every_baseline_runs_through_the_loop(world, tmp_path, algo):
         assert rec["n_offline"] == 0
 
 
-def test_offline_members_never_get_exploration_reward(world, tmp_path):
-    """In the dumped rollouts, offline members have R_total == R_m and online R_total == R_m + R_oger."""
-    run(world, tmp_path / "r", "--max_steps=2")
+@pytest.mark.parametrize("algo", ["oger", "no_divergence"])
+def test_offline_members_never_get_exploration_reward(world, tmp_path, algo):
+    """In the dumped rollouts, offline members have R_oger == 0 and R_total == R_m, online ones R_total ==
+    R_m + R_oger (no_divergence once showed R_oger = R_m on offline rows: D = 1 for every member)."""
+    run(world, tmp_path / "r", "--max_steps=2", f"--algo={algo}")
     rows = [json.loads(l) for f in sorted(os.listdir(tmp_path / "r" / "samples"))
             for l in open(tmp_path / "r" / "samples" / f)]
     off = [r for r in rows if r["offline"]]
@@ -179,3 +195,135 @@ def test_tiny_preset_smoke(tmp_path):
     assert "held-out accuracy: before" in p.stdout + p.stderr
     rec = metrics(tmp_path)[-1]
     assert rec["step"] == 2 and rec["n_offline"] > 0 and 0.0 <= rec["D"] <= 1.0 and rec["eval"]["n"] == 32
+
+
+@pytest.fixture(scope="module")
+def uneven(world, tmp_path_factory):
+    """Train args for 2 problems, the first with one teacher trajectory, the second with none. With one
+    row per micro-batch (micro_batch_tokens=1), sft on 2 ranks gives one rank 1 chunk and the other 0, and
+    mix + entropy gives groups of 5 and 4 rows: the shorter rank runs padding chunks to stay in step."""
+    d = tmp_path_factory.mktemp("uneven")
+    train = open(os.path.join(world, "train.jsonl")).read().splitlines()[:2]
+    (d / "train.jsonl").write_text("\n".join(train) + "\n")
+    first = json.loads(train[0])["id"]
+    (d / "offline.jsonl").write_text(next(l for l in open(os.path.join(world, "offline.jsonl"))
+                                          if json.loads(l)["id"] == first))
+    return [f"--train_file={d}/train.jsonl", f"--offline_file={d}/offline.jsonl", "--problems_per_step=2",
+            "--micro_batch_tokens=1", "--max_steps=1"]
+
+
+@pytest.mark.parametrize("args", [["--algo=sft"], ["--algo=entropy", "--replace_mode=mix", "--fsdp=true",
+                                                   "--num_iterations=2"]], ids=["sft", "entropy_fsdp_iters"])
+def test_padding_micro_batches_add_nothing(world, tmp_path, uneven, args):
+    """A padding micro-batch adds no gradient and no token (sft, entropy bonus), and under FSDP with
+    num_iterations=2 the logp_old pass runs it too (else collectives mismatch): 2 ranks equal 1 process."""
+    run(world, tmp_path / "one", *uneven, *args)
+    run(world, tmp_path / "two", *uneven, *args, nproc=2)
+    same_metrics(metrics(tmp_path / "one"), metrics(tmp_path / "two"))
+    p1, p2 = params(tmp_path / "one"), params(tmp_path / "two")
+    for k in p1:
+        torch.testing.assert_close(p1[k], p2[k], rtol=1e-3, atol=1e-5)
+
+
+# -----------------------------------------------------------------------------
+# failure behaviour: stop early and clearly, never hang, never lose or corrupt a checkpoint
+
+def test_resume_without_checkpoint_is_an_error(world, tmp_path):
+    """--resume with no checkpoint names the directory and leaves out_dir alone; --resume_if_present starts afresh."""
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"step": 7}\n')
+    p = run(world, out, "--max_steps=1", "--resume", check=False)
+    assert p.returncode != 0 and f"--resume: no checkpoint in {out / 'ckpt'}" in p.stderr
+    assert (out / "metrics.jsonl").read_text() == '{"step": 7}\n'
+    run(world, out, "--max_steps=1", "--resume_if_present=true")
+    assert [r["step"] for r in metrics(out)] == [0, 1]
+
+
+def test_sigkill_and_resume_is_bit_identical(world, tmp_path):
+    """A run killed with SIGKILL mid-training, resumed with --resume_if_present, ends with the weights and
+    metrics of a run that never stopped, bit for bit; also when killed between save_checkpoint's two
+    renames (only ckpt.old/ left)."""
+    args = ["--max_steps=6", "--save_every=1"]
+    run(world, tmp_path / "straight", *args)
+    out = tmp_path / "killed"
+    cmd = [sys.executable, os.path.join(ROOT, "train.py"), f"--model={world}", f"--train_file={world}/train.jsonl",
+           f"--heldout_file={world}/heldout.jsonl", f"--offline_file={world}/offline.jsonl", f"--out_dir={out}",
+           "--problems_per_step=4", "--group_size=4", "--max_new_tokens=48", "--eval_every=0", "--sample_every=1",
+           "--lr=1e-2", *args]
+    p = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    while not (os.path.exists(out / "metrics.jsonl") and len(metrics(out)) >= 4):  # step 3 logged: ckpt >= 2
+        assert p.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.02)
+    p.kill()  # SIGKILL: no handler, no flush, no cleanup
+    p.wait()
+    assert p.returncode == -9 and metrics(out)[-1]["step"] < 6
+    os.replace(out / "ckpt", out / "ckpt.old")  # the state a kill between the renames leaves
+    run(world, out, *args, "--resume_if_present=true")
+    assert not os.path.exists(out / "ckpt.old")
+    a, b = metrics(tmp_path / "straight"), metrics(out)
+    assert [r["step"] for r in b] == list(range(7))
+    for ra, rb in zip(a, b):
+        assert {k: v for k, v in ra.items() if not k.startswith(("t_", "tokens_per_s"))} == \
+            {k: v for k, v in rb.items() if not k.startswith(("t_", "tokens_per_s"))}
+    pa, pb = params(tmp_path / "straight"), params(out)
+    assert all(torch.equal(pa[k], pb[k]) for k in pa)
+
+
+@pytest.mark.parametrize("how", ["lr", "injected"])
+def test_non_finite_stops_before_the_update(world, tmp_path, how):
+    """A non-finite grad norm (lr 1e30 makes step 2's gradients NaN) or loss (an inf injected into step 2's
+    loss) stops the run naming the step and the metric, before the optimizer step: the step-1 checkpoint
+    is the last, with finite weights, and no record of step 2 is logged."""
+    if how == "lr":
+        p = run(world, tmp_path / "r", "--max_steps=4", "--save_every=1", "--lr=1e30", check=False)
+        assert "error: step 2: non-finite {'grad_norm': nan}; stopped before the optimizer step" in p.stderr
+    else:
+        p = run(world, tmp_path / "r", "--max_steps=4", "--save_every=1", check=False,
+                fault=dict(FAULT="model:grpo_loss", FAULT_RANK="0", FAULT_CALL="2", FAULT_SCALE="inf"))
+        assert re.search(r"error: step 2: non-finite \{'loss': -?inf, 'grad_norm': nan\}", p.stderr)
+    assert p.returncode != 0
+    assert torch.load(tmp_path / "r" / "ckpt" / "trainer_state.pt", weights_only=False)["step"] == 1
+    assert all(torch.isfinite(v).all() for v in params(tmp_path / "r").values())
+    assert [r["step"] for r in metrics(tmp_path / "r")] == [0, 1]
+
+
+def test_a_failing_rank_ends_the_job_within_a_minute(world, tmp_path):
+    """A rank that raises mid-run (rank 1, in its 3rd forward of an update) ends the whole 2-rank torchrun job
+    within a minute, its error shown: rank 0 is not left waiting in a collective for gloo's 30 minutes."""
+    p = run(world, tmp_path / "r", "--max_steps=50", nproc=2, check=False,
+            fault=dict(FAULT="model:score", FAULT_RANK="1", FAULT_CALL="3"))
+    ended = time.time()
+    assert p.returncode != 0 and "RuntimeError: injected fault: model.score on rank 1" in p.stderr
+    assert ended - float(re.search(r"fault injected at ([0-9.]+)", p.stderr).group(1)) < 60
+    assert len(metrics(tmp_path / "r")) < 51
+
+
+def test_unwritable_out_dir_fails_at_start(world, tmp_path):
+    """An out_dir that takes no file stops the run at start with a message naming it, before any step."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    if os.access(ro, os.W_OK):  # root ignores file modes: sysfs takes no new file from anyone
+        ro = "/sys/kernel"
+        if not os.path.isdir(ro):
+            pytest.skip("running as root without /sys: no unwritable directory to test with")
+    p = run(world, os.path.join(ro, "run"), "--max_steps=1", check=False)
+    assert p.returncode != 0 and f"error: out_dir={os.path.join(ro, 'run')!r} is not writable" in p.stderr
+    assert "step 0 |" not in p.stdout
+
+
+def test_check_out_dir_disk_space(tmp_path, monkeypatch):
+    """check_out_dir exits when the disk has less room than one checkpoint, passes otherwise, and probes
+    an existing ckpt/ too (the next save deletes its files)."""
+    import shutil
+    import config
+    (tmp_path / "ckpt").mkdir()
+    config.check_out_dir(str(tmp_path), ckpt_bytes=1024)
+    assert os.path.isdir(tmp_path / "samples") and sorted(os.listdir(tmp_path / "ckpt")) == []
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 * 2**30, 9 * 2**30, 2**30))
+    with pytest.raises(SystemExit) as e:
+        config.check_out_dir(str(tmp_path), ckpt_bytes=12 * 7 * 10**9)  # a 7B policy: 84 GB
+    assert str(e.value) == (f"error: out_dir={str(tmp_path)!r} has 1.00 GiB free; a checkpoint needs about 78.23 GiB "
+                            "(float32 weights and AdamW state, 12 bytes per parameter)")
