@@ -106,8 +106,8 @@ def next_tokens(logits, temperature, top_p, u):
     of tok under the sampling distribution, and H (B,): the entropy at temperature 1 (nats).
     """
     lse1 = torch.logsumexp(logits, -1, keepdim=True)
-    p1 = torch.exp(logits - lse1)
-    H = (lse1 - (p1 * logits).nansum(-1, keepdim=True)).squeeze(-1)    # sum p log p, 0 log 0 = 0
+    logp1 = logits - lse1
+    H = -(logp1.exp() * logp1).nansum(-1)                                   # 0 log 0 = 0 (-inf logits)
     if temperature == 0:
         return logits.argmax(-1), torch.zeros_like(H), H
     z = top_p_filter(logits / temperature, top_p) if temperature != 1 or top_p < 1 else logits
