@@ -91,12 +91,12 @@ def interval(xs):
 
 
 def fmt(xs, scale=1.0, digits=1):
-    """'mean ± half-width' of the values times scale, 'mean (n=1)', or '—' for no values."""
+    """'mean ± half-width' of the values times scale, the mean alone for one value, or '—' for none."""
     xs = [x * scale for x in xs if x is not None]
     if not xs:
         return "—"
     m, h = interval(xs)
-    return f"{m:.{digits}f} (n=1)" if h is None else f"{m:.{digits}f} ± {h:.{digits}f}"
+    return f"{m:.{digits}f}" if h is None else f"{m:.{digits}f} ± {h:.{digits}f}"
 
 
 def merged(overrides):
@@ -200,11 +200,12 @@ def write_table(table, runs, n_seeds, settings, out, world=""):
                      fmt([s["entropy"] for s in S], 1, 3), fmt([s["D"] for s in S], 1, 3),
                      *shares("share_greedy"), fmt([s["wall_s"] for s in S], 1 / 60)])
         t1_rows.append([label, *shares("share_t1")])
-    lines = [f"# {table}", "", f"seeds: {n_seeds}", "",
+    one = " (n=1: each cell is one run's value, no interval)" if n_seeds == 1 else ""
+    lines = [f"# {table}", "", f"seeds: {n_seeds}{one}", "",
              f"Every row: `python train.py <overrides> {' '.join(settings)} --seed=S`, S = "
              f"{'0' if n_seeds == 1 else f'0..{n_seeds - 1}'}, on the tiny preset's defaults (config.py){world}; "
              "the same settings for every row, nothing tuned per method.", "",
-             "Cells: mean ± 95% Student-t interval over seeds (mean (n=1) with one seed). "
+             "Cells: mean ± 95% Student-t interval over seeds (t_0.975,n-1 * sd / sqrt(n)). "
              f"Accuracy: held-out greedy accuracy (%, {info['n_eval']} problems) at the last step; "
              f"last 3: mean of the last 3 evaluations (steps {', '.join(map(str, info['eval_steps']))}). "
              "Entropy, D: means over all steps of the online rollouts' mean token entropy (nats) and divergence "
@@ -249,7 +250,7 @@ def plot_table(table, runs, out):
         panels = [(g, r) for g in groups for r in cols]  # a row per group for routes, else a 3-wide grid
         ncols = len(cols) if len(cols) > 1 and len(groups) > 1 else min(3, len(panels))
         nrows = math.ceil(len(panels) / ncols)
-        fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows + 0.6), squeeze=False)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(max(6.4, 4.2 * ncols), 3.2 * nrows + 0.8), squeeze=False)
         for ax in axes.flat[len(panels):]:
             ax.set_visible(False)
         name = ""
@@ -272,8 +273,8 @@ def plot_table(table, runs, out):
                 ax.set_ylim(-0.03, 1.03)
             if route in (None, cols[0]) and ax.lines:
                 ax.legend(fontsize=6)
-        fig.suptitle(f"{table}: {ylabel} (band: {name})", fontsize=10)
-        fig.tight_layout(rect=(0, 0, 1, 0.97))
+        fig.suptitle(f"{table}: {ylabel}\nband: {name}", fontsize=10)
+        fig.tight_layout()
         fig.savefig(os.path.join(out, f"{table}_{metric}.png"), dpi=110)
         plt.close(fig)
 
@@ -288,7 +289,8 @@ def smoke_world(dst, n_train=48, n_heldout=16):
     train = open(os.path.join(src, "train.jsonl")).readlines()[:n_train]
     ids = {json.loads(l)["id"] for l in train}
     open(os.path.join(dst, "train.jsonl"), "w").writelines(train)
-    open(os.path.join(dst, "heldout.jsonl"), "w").writelines(open(os.path.join(src, "heldout.jsonl")).readlines()[:n_heldout])
+    heldout = open(os.path.join(src, "heldout.jsonl")).readlines()[:n_heldout]
+    open(os.path.join(dst, "heldout.jsonl"), "w").writelines(heldout)
     open(os.path.join(dst, "offline.jsonl"), "w").writelines(
         l for l in open(os.path.join(src, "offline.jsonl")) if json.loads(l)["id"] in ids)
     return [f"--{k}_file={os.path.join(dst, k + '.jsonl')}" for k in ("train", "offline", "heldout")]
@@ -298,7 +300,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--table", choices=[*TABLES, "all"], help="which table's configurations to run and write")
     ap.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
-    ap.add_argument("--smoke", action="store_true", help="every table, 1 seed, a few steps, a reduced world, in a temp dir")
+    ap.add_argument("--smoke", action="store_true", help="every table, 1 seed, 2 steps, a reduced world, a temp dir")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs at once (one thread each)")
     ap.add_argument("--extra", default="", help="train.py overrides added to every run, e.g. '--max_steps=20'")
     ap.add_argument("--out", default="", help="results folder (default experiments/results; --smoke: a temp dir)")
@@ -309,12 +311,13 @@ def main(argv=None):
     assert 1 <= args.seeds <= len(T975) + 1, f"--seeds={args.seeds}: the t table holds 1 to {len(T975) + 1} seeds"
     extra, world = shlex.split(args.extra), os.path.join(ROOT, "data", "toy")
     tables = list(TABLES) if args.smoke or args.table == "all" else [args.table]
-    if args.smoke:
+    out = args.out or os.path.join(ROOT, "experiments", "results")
+    runs_dir, seeds = args.runs or os.path.join(ROOT, "runs", "exp"), args.seeds
+    if args.smoke:  # everything under one temp dir (or --out), never experiments/results
         base = args.out or tempfile.mkdtemp(prefix="oger-smoke-")
-        out, runs_dir, seeds, world = os.path.join(base, "results"), args.runs or os.path.join(base, "runs"), 1, os.path.join(base, "world")
+        out, world, seeds = os.path.join(base, "results"), os.path.join(base, "world"), 1
+        runs_dir = args.runs or os.path.join(base, "runs")
         extra = SMOKE + smoke_world(world) + extra
-    else:
-        out, runs_dir, seeds = args.out or os.path.join(ROOT, "experiments", "results"), args.runs or os.path.join(ROOT, "runs", "exp"), args.seeds
     names = list(dict.fromkeys(n for t in tables for _, _, n in TABLES[t]))
     minilm = ""
     if any(MINILM in o for n in names for o in RUNS[n]):
@@ -330,8 +333,8 @@ def main(argv=None):
             argv = [o.replace(MINILM, minilm) for o in train_argv(name, seed, extra, run_dir)]
             jobs.append((name, seed, run_dir, argv, parse_config(argv)[0].max_steps))  # a bad override stops here
     todo = [j for j in jobs if not (finished(*j[2:]) and os.path.exists(os.path.join(j[2], "routes.json")))]
-    print(f"{len(jobs)} runs ({len(names)} configurations x {seeds} seeds) for {', '.join(tables)}: "
-          f"{len(jobs) - len(todo)} finished already, {len(todo)} to run, {args.jobs} at once, under {runs_dir}", flush=True)
+    print(f"{len(jobs)} runs ({len(names)} configurations x {seeds} seeds) for {', '.join(tables)}: {len(jobs) - len(todo)} "
+          f"finished already, {len(todo)} to run, {args.jobs} at once, under {runs_dir}", flush=True)
     failed, t_all = [], time.time()
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = {pool.submit(run_one, j[2], j[3], j[4], world): j for j in todo}
@@ -350,12 +353,12 @@ def main(argv=None):
                       f"{100 * s['final']:.1f}%", flush=True)
     runs = {n: [summarize(j[2]) for j in jobs if j[0] == n and not any(f[2] == j[2] for f in failed)] for n in names}
     os.makedirs(out, exist_ok=True)
-    settings = [o for o in merged(COMMON + extra) if not o.startswith(("--train_file", "--offline_file", "--heldout_file"))]
+    settings = [o for o in merged(COMMON + extra) if not o.startswith(("--train_file", "--offline_file", "--heldout"))]
     world_note = f", on a reduced copy of the toy world ({world})" if args.smoke else ""
     for table in tables:
         write_table(table, runs, seeds, settings, out, world_note)
         plot_table(table, runs, out)
-    print(f"wrote {', '.join(f'{t}.md' for t in tables)} and their plots to {out} ({(time.time() - t_all) / 60:.1f} min)")
+    print(f"wrote {', '.join(t + '.md' for t in tables)} and plots to {out} ({(time.time() - t_all) / 60:.1f} min)")
     for run, err, run_dir in failed:
         tail = open(os.path.join(run_dir, "log.txt")).read().splitlines()[-20:]
         print(f"\n{run} failed: {err}; last lines of {run_dir}/log.txt:\n" + "\n".join(tail), file=sys.stderr)
