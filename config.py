@@ -39,6 +39,7 @@ class Config:
     max_new_tokens: int = 64                # response budget; longer offline trajectories are dropped
     temperature: float = 1.0
     top_p: float = 1.0
+    compile_decode: bool = False            # torch.compile the decode step (CUDA graphs on a GPU); same samples
     # optimisation
     max_steps: int = 150
     lr: float = 1e-4

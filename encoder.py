@@ -14,6 +14,8 @@ import os
 import torch
 import torch.nn.functional as F
 
+from model import decoder_forward, fast_path_ok
+
 
 def load_encoder(path, dtype=torch.float32, device="cpu"):
     """(encoder, tokenizer) from a local directory: the base transformer without its LM head, frozen."""
@@ -38,12 +40,17 @@ def mean_pool(hidden, mask):
 
 @torch.no_grad()
 def embed(encoder, tokenizer, texts, max_tokens, batch_size=64):
-    """Unit embeddings (len(texts), d) float32 of response texts, in batches sorted by length."""
+    """Unit embeddings (len(texts), d) float32 of response texts.
+
+    Each distinct text is encoded once (a GRPO group often repeats a response), in batches sorted by
+    length; Llama-family encoders run model.decoder_forward, others their HF forward."""
     device = next(encoder.parameters()).device
-    ids = [tokenizer(t, add_special_tokens=False)["input_ids"][:max_tokens] or [tokenizer.pad_token_id]
-           for t in texts]
+    distinct = list(dict.fromkeys(texts))
+    ids = [t[:max_tokens] or [tokenizer.pad_token_id]
+           for t in (tokenizer(distinct, add_special_tokens=False)["input_ids"] if distinct else [])]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths -> little padding
     out = [None] * len(ids)
+    fast = fast_path_ok(encoder)
     for s in range(0, len(order), batch_size):
         chunk = order[s:s + batch_size]
         T = max(len(ids[i]) for i in chunk)
@@ -52,11 +59,21 @@ def embed(encoder, tokenizer, texts, max_tokens, batch_size=64):
         for row, i in enumerate(chunk):  # right padding; the mask keeps it out of the mean
             x[row, :len(ids[i])] = torch.tensor(ids[i])
             m[row, :len(ids[i])] = 1
-        hidden = encoder(input_ids=x.to(device), attention_mask=m.to(device)).last_hidden_state
-        for row, e in zip(chunk, mean_pool(hidden, m.to(device)).cpu()):
+        x, m = x.to(device), m.to(device)
+        if fast:  # causal attention over the real tokens (a padding query sees itself: no NaN)
+            attn = torch.ones(T, T, dtype=torch.bool, device=device).tril() & m.bool()[:, None, :]
+            attn |= torch.eye(T, dtype=torch.bool, device=device)
+            pos = torch.arange(T, device=device).expand(len(chunk), T)
+            hidden = decoder_forward(encoder, x, pos, attn)
+        else:
+            hidden = encoder(input_ids=x, attention_mask=m).last_hidden_state
+        for row, e in zip(chunk, mean_pool(hidden, m).cpu()):
             out[row] = e
-    d = encoder.config.hidden_size
-    return torch.stack(out) if out else torch.zeros((0, d))
+    if not texts:
+        return torch.zeros((0, encoder.config.hidden_size))
+    E = torch.stack(out)                                                    # (distinct, d)
+    index = {t: i for i, t in enumerate(distinct)}
+    return E[[index[t] for t in texts]]
 
 
 def cosine_matrix(e_on, e_off):

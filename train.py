@@ -31,7 +31,7 @@ from config import check_config, parse_config
 from data.formats import DataError, load_offline, load_problems
 from encoder import cached_offline_embeddings, cache_key, cosine_matrix, embed, load_encoder
 from eval import evaluate
-from model import grpo_loss, load_policy, pad_batch, prompt_ids, response_ids, sample, score
+from model import grpo_loss, load_policy, micro_batches, pad_batch, prompt_ids, response_ids, sample, score
 from reward import divergence, group_advantages, oger_reward, total_reward
 from sampler import compose_group
 
@@ -138,8 +138,7 @@ def lockstep(done):
 # offline trajectories: tokenised once; over-budget ones dropped and counted, never truncated
 offline = {}
 n_dropped = 0
-for o in offline_rows:
-    ids = response_ids(tokenizer, o["response"])
+for o, ids in zip(offline_rows, response_ids(tokenizer, [o["response"] for o in offline_rows])):
     if len(ids) > cfg.max_new_tokens:
         n_dropped += 1
         continue
@@ -197,19 +196,6 @@ def batch_problems(step):
     B, P = cfg.problems_per_step, len(train_problems)
     first = step * B + ddp_rank * problems_per_rank  # a group never spans ranks
     return [train_problems[epoch_order(g // P)[g % P]] for g in range(first, first + problems_per_rank)]
-
-
-def micro_batches(rows):
-    """Rows sorted by length and cut so each chunk has at most micro_batch_tokens padded tokens."""
-    rows = sorted(rows, key=lambda r: len(r["prompt"]) + len(r["tokens"]))
-    chunks, cur = [], []
-    for r in rows:
-        L = len(r["prompt"]) + len(r["tokens"])
-        if cur and L * (len(cur) + 1) > cfg.micro_batch_tokens:
-            chunks.append(cur)
-            cur = []
-        cur.append(r)
-    return chunks + ([cur] if cur else [])
 
 
 def save_checkpoint(step):
@@ -294,7 +280,7 @@ for step in pbar:
             roll = sample(raw_model, [prompt_cache[p["id"]] for p in probs for _ in range(N)], cfg.max_new_tokens,
                           tokenizer.eos_token_id, tokenizer.pad_token_id, cfg.temperature, cfg.top_p,
                           seeds=[zlib.crc32(f"{k},{i}".encode()) for k in keys for i in range(N)],
-                          sync=lockstep if fsdp else None)
+                          sync=lockstep if fsdp else None, compiled=cfg.compile_decode)
         raw_model.train()
         texts = tokenizer.batch_decode(roll["tokens"], skip_special_tokens=True)
         for j, text in enumerate(texts):
@@ -359,7 +345,8 @@ for step in pbar:
     # rows with A = 0 have zero gradient (no KL, no entropy bonus): skip their forward; their tokens
     # still count in T above
     work = rows if cfg.entropy_coef or cfg.sft_only else [r for r in rows if r["A"] != 0.0]
-    chunks = micro_batches(work)
+    chunks = [[work[i] for i in c] for c in micro_batches([len(r["prompt"]) + len(r["tokens"]) for r in work],
+                                                          cfg.micro_batch_tokens)]
     n_chunks = torch.tensor([len(chunks)], device=device)
     if ddp:  # every rank runs the same number of forward/backward calls (DDP/FSDP collectives)
         dist.all_reduce(n_chunks, op=dist.ReduceOp.MAX)

@@ -1,25 +1,27 @@
 """The toy world: 4-number addition where the solution *strategy* matters, plus its base policy.
 
-A ~1M-parameter character-level Llama cannot reliably write the sum of four 2-digit numbers in one
-go (the "direct" route), but it can chain 2-number additions. Five written styles exist:
+A ~1M-parameter character-level Llama cannot reliably add four 2-digit numbers in one go, nor add
+totals past 100, but it adds a digit to a small running total almost without fail. Five routes:
 
-    direct   (the base's dominant habit)   #### 126
-    chain    (teacher "chain",   99%)      17+25=42\\n42+38=80\\n80+46=126\\n#### 126
-    pairs    (teacher "pairs",   95%)      17+25=42\\n38+46=84\\n42+84=126\\n#### 126
-    verbose  (teacher "verbose", 82%)      17 add 25 is 42\\n42 add 38 is 80\\n...\\n#### 126
-    column   (no teacher uses it)          ones 7+5+8+6=26\\ntens 1+2+3+4+2=12\\n#### 126
+    direct   (the base's habit)           17+25+38+46=126\n#### 126
+    chain    (teacher "chain",   99%)     17+25=42\n42+38=80\n80+46=126\n#### 126
+    pairs    (teacher "pairs",   95%)     17+46=63\n25+38=63\n63+63=126\n#### 126
+    verbose  (teacher "verbose", 82%)     17 add 25 is 42\n42 add 38 is 80\n80 add 46 is 126\n#### 126
+    column   (no teacher writes it)       ones 7+5=12+8=20+6=26\ntens 2+1=3+2=5+3=8+4=12\n#### 126
 
-Teachers err by slipping one intermediate step (a carry or a digit), and the error propagates.
-The base policy learns every route (phases 1-2: 60% direct, 10% each other style), then a third
-phase makes `direct` dominant (99%), so greedy decoding takes the direct route and sampling at T=1
-leaves it in 2 of 300 rollouts: the echo chamber exists before RL.
-Problems are split between pretraining, the RL pool and the held-out set by their operand
+The teachers' routes carry totals past 100; the column route keeps every addition to a running
+total plus one digit, which the base executes best: something better than the teachers exists to be
+found. Teachers err by slipping one intermediate step, and the error propagates. The base learns
+every route (phases 1-2: 60% direct, 10% each other style, plus drilled small sums), then a third
+phase makes `direct` dominant (99%): greedy decoding takes the habit, and sampling at T=1 rarely
+leaves it. Problems are split between pretraining, the RL pool and the held-out set by their operand
 multiset, so no held-out or RL problem was seen in pretraining.
 
-Regenerate everything in data/toy/ (deterministic, 31 min on 2 cores, three pretraining phases):
+Regenerate everything in data/toy/ (deterministic, three pretraining phases):
     python data/make_toy.py
-Which route a checkpoint takes, and how accurate each route is:
-    python data/make_toy.py --routes runs/tiny/ckpt
+Which route a checkpoint takes, how accurately the base executes each route when made to take it,
+and each route's divergence D from the teachers (the last line is JSON with --json):
+    python data/make_toy.py --routes runs/tiny/ckpt --json
 """
 import argparse
 import json
@@ -33,6 +35,7 @@ import torch
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "toy")
 CHARS = "0123456789+-*=# \nabcdefghijklmnopqrstuvwxyz"
 TEACHERS = {"chain": 0.01, "pairs": 0.05, "verbose": 0.18}  # teacher style -> error rate
+ROUTES = {"direct": False, "chain": True, "pairs": True, "verbose": True, "column": False}  # route -> a teacher writes it
 MIXTURE = {"direct": 0.60, "chain": 0.10, "pairs": 0.10, "verbose": 0.10, "column": 0.10}
 HABIT = {"direct": 0.99, "chain": 0.0025, "pairs": 0.0025, "verbose": 0.0025, "column": 0.0025}
 # three phases, each with a fresh AdamW: (steps, share of small direct sums that teach every route's
@@ -71,13 +74,14 @@ def prompt_of(nums):
 
 
 def render(style, nums, slip=None):
-    """Text of one solution in `style`; slip=(step, delta) corrupts one intermediate step."""
-    def s(step, value):  # the value written at `step`, possibly slipped (errors propagate)
+    """Text of one solution in `style`, and its answer; slip=(step, delta) corrupts one intermediate
+    step, and the error propagates to the answer."""
+    def s(step, value):  # the value written at `step`, possibly slipped
         return value + slip[1] if slip is not None and slip[0] == step else value
     a, b, c, d = nums
     if style == "direct":
         total = s(0, a + b + c + d)
-        return f"#### {total}", total
+        return f"{a}+{b}+{c}+{d}={total}\n#### {total}", total
     if style in ("chain", "verbose"):
         x = s(0, a + b)
         y = s(1, x + c)
@@ -87,18 +91,29 @@ def render(style, nums, slip=None):
         else:
             lines = [f"{a} add {b} is {x}", f"{x} add {c} is {y}", f"{y} add {d} is {total}"]
         return "\n".join(lines + [f"#### {total}"]), total
-    if style == "pairs":
-        x, y = s(0, a + b), s(1, c + d)
+    if style == "pairs":  # the outer pair, the inner pair, then their sum
+        x, y = s(0, a + d), s(1, b + c)
         total = s(2, x + y)
-        return f"{a}+{b}={x}\n{c}+{d}={y}\n{x}+{y}={total}\n#### {total}", total
-    if style == "column":
-        ones = s(0, sum(n % 10 for n in nums))
-        tens = s(1, sum(n // 10 for n in nums) + ones // 10)
+        return f"{a}+{d}={x}\n{b}+{c}={y}\n{x}+{y}={total}\n#### {total}", total
+    if style == "column":  # running sums, ones then tens (starting from the carry)
+        def running(terms, first_step):
+            parts, acc = [str(terms[0])], terms[0]
+            for k, x in enumerate(terms[1:]):
+                acc = s(first_step + k, acc + x)
+                parts.append(f"+{x}={acc}")
+            return "".join(parts), acc
+        ones_text, ones = running([n % 10 for n in nums], 0)
+        tens_text, tens = running([ones // 10] + [n // 10 for n in nums], 3)
         total = tens * 10 + ones % 10
-        o, t = [str(n % 10) for n in nums], [str(n // 10) for n in nums]
-        return (f"ones {'+'.join(o)}={ones}\ntens {'+'.join(t)}+{ones // 10}={tens}\n"
-                f"#### {total}"), total
+        return f"ones {ones_text}\ntens {tens_text}\n#### {total}", total
     raise ValueError(style)
+
+
+def opening(style, nums):
+    """The first characters of a route's solution: they commit to the route and compute nothing."""
+    a, b, c, d = nums
+    return {"direct": f"{a}+{b}+{c}+{d}=", "chain": f"{a}+{b}=", "pairs": f"{a}+{d}=",
+            "verbose": f"{a} add ", "column": "ones "}[style]
 
 
 def teacher_response(rng, style, nums):
@@ -135,9 +150,11 @@ def base_config(vocab_size):
 
 
 def skill_row(rng):
-    """A small sum answered directly: 2 operands (a chain/pairs step) or 4-5 digits (a column)."""
-    nums = [rng.randint(10, 299), rng.randint(10, 199)] if rng.random() < 0.8 else \
-        [rng.randint(0, 9) for _ in range(rng.choice([4, 5]))]
+    """A small sum answered directly, the drilled sub-skills: two 2-digit numbers (a first step of
+    chain, pairs or verbose) or a running total plus one digit (a step of column). Totals past 100
+    plus another number (later teacher steps) are never drilled."""
+    nums = [rng.randint(10, 99), rng.randint(10, 99)] if rng.random() < 0.5 else \
+        [rng.randint(0, 45), rng.randint(0, 9)]
     return prompt_of(nums), f"#### {sum(nums)}"
 
 
@@ -190,41 +207,79 @@ def pretrain(tok, steps, batch, lr, seed, skills, mixture, model=None, log_every
 def style_of(text):
     """Which of the five routes a response took ("other" if none)."""
     lines = text.split("\n")
-    if text.startswith("####"):
-        return "direct"
     if text.startswith("ones "):
         return "column"
     if " add " in lines[0]:
         return "verbose"
-    if len(lines) > 1 and "+" in lines[0] and "+" in lines[1]:
+    if lines[0].count("+") == 3:
+        return "direct"
+    if len(lines) > 1 and lines[0].count("+") == 1 and "=" in lines[0]:
         r1, r2 = lines[0].split("=")[-1], lines[1].split("=")[-1]
-        if len(lines) > 2 and lines[2].startswith(f"{r1}+{r2}="):  # pairs adds the two partial sums
+        if len(lines) > 2 and lines[2].startswith(f"{r1}+{r2}="):  # pairs adds its two partial sums
             return "pairs"
         return "chain" if lines[1].startswith(r1 + "+") else "pairs"
     return "other"
 
 
-def routes(model_dir, problems_file, n=300):
-    """Print, greedy and sampled at T=1, each route's share and accuracy on the first n problems."""
+def routes(model_dir, world_dir, n=300, k=4, as_json=False):
+    """Measure, on the first n held-out problems, each route's share of greedy responses and of k
+    samples per problem at T=1 (with accuracy among those samples), its accuracy at T=1 when the
+    response is made to start with the route's opening (`acc_forced`: how well the policy executes the
+    route, measured on all n problems however rarely it picks it), and its mean divergence D from the
+    teachers under the frozen initial policy of `world_dir` (the default encoder), over the first 100
+    RL problems. Prints one line per measure; with as_json, the last line is one JSON object."""
     import collections
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from data.formats import load_problems
+    from data.formats import load_offline, load_problems
+    from encoder import cosine_matrix, embed, load_encoder
     from model import load_policy, prompt_ids, sample
+    from reward import divergence
     from verify import verify
     model, tok = load_policy(model_dir)
     model.eval()
-    probs = load_problems(problems_file)[:n]
-    for temperature in (0.0, 1.0):
-        out = sample(model, [prompt_ids(tok, p["prompt"]) for p in probs], 64, tok.eos_token_id,
-                     tok.pad_token_id, temperature=temperature, seeds=list(range(len(probs))))
+    probs = load_problems(os.path.join(world_dir, "heldout.jsonl"))[:n]
+    nums = [list(map(int, p["prompt"].split("+"))) for p in probs]
+    names = [*ROUTES, "other"]
+    res = {r: {"teacher": ROUTES.get(r, False)} for r in names}
+
+    def run(prompts, temperature, seeds, prefixes=None):
+        out = sample(model, prompts, 64, tok.eos_token_id, tok.pad_token_id, temperature=temperature, seeds=seeds)
+        texts = tok.batch_decode(out["tokens"], skip_special_tokens=True)
+        return [a + t for a, t in zip(prefixes, texts)] if prefixes else texts
+
+    base = [prompt_ids(tok, p["prompt"]) for p in probs]
+    for name, temperature, reps in (("greedy", 0.0, 1), ("t1", 1.0, k)):
+        texts = run([b for b in base for _ in range(reps)], temperature, list(range(len(base) * reps)))
         count, correct = collections.Counter(), collections.Counter()
-        for text, p in zip(tok.batch_decode(out["tokens"], skip_special_tokens=True), probs):
-            style = style_of(text)
-            count[style] += 1
-            correct[style] += verify(text, p["answer"])
-        print(f"{'greedy' if temperature == 0 else 'T=1':6s} acc {sum(correct.values()) / len(probs):.3f} | " +
-              " ".join(f"{s} {count[s]}/{len(probs)} (acc {correct[s] / max(count[s], 1):.2f})"
-                       for s in [*MIXTURE, "other"]))
+        for j, text in enumerate(texts):
+            count[style_of(text)] += 1
+            correct[style_of(text)] += verify(text, probs[j // reps]["answer"])
+        for r in names:
+            res[r][f"share_{name}"] = count[r] / len(texts)
+            if name == "t1":
+                res[r]["acc_t1"], res[r]["n_t1"] = (correct[r] / count[r] if count[r] else None), count[r]
+        print(f"{name:6s} acc {sum(correct.values()) / len(texts):.3f} | " +
+              " ".join(f"{r} {count[r]}/{len(texts)} (acc {correct[r] / max(count[r], 1):.2f})" for r in names))
+    for r in ROUTES:  # the route's opening is given; the policy writes the rest at T=1
+        heads = [opening(r, x) for x in nums]
+        texts = run([b + tok(h, add_special_tokens=False)["input_ids"] for b, h in zip(base, heads)], 1.0,
+                    list(range(len(base))), heads)
+        res[r]["acc_forced"] = sum(verify(t, p["answer"]) for t, p in zip(texts, probs)) / len(probs)
+    print("forced T=1 acc | " + " ".join(f"{r} {res[r]['acc_forced']:.3f}" for r in ROUTES))
+    # D of each route's correct text against the teachers' trajectories of the same RL problem
+    train = load_problems(os.path.join(world_dir, "train.jsonl"))[:100]
+    offline = collections.defaultdict(list)
+    for o in load_offline(os.path.join(world_dir, "offline.jsonl")):
+        offline[o["id"]].append(o["response"])
+    enc, enc_tok = load_encoder(world_dir)
+    E_off = [embed(enc, enc_tok, offline[p["id"]], 512) for p in train]       # (M, d) each
+    for r in ROUTES:
+        E = embed(enc, enc_tok, [render(r, list(map(int, p["prompt"].split("+"))))[0] for p in train], 512)
+        res[r]["D"] = sum(divergence(cosine_matrix(E[i:i + 1], E_off[i])).item() for i in range(len(train))) / len(train)
+    print("mean D (frozen base encoder) | " + " ".join(f"{r} {res[r]['D']:.3f}" for r in ROUTES))
+    if as_json:
+        print(json.dumps({"routes": res}))
+    return res
 
 
 def write_jsonl(path, rows):
@@ -244,10 +299,14 @@ def main():
     ap.add_argument("--n_heldout", type=int, default=300)
     ap.add_argument("--data_only", action="store_true", help="write JSONL and tokenizer, no base policy")
     ap.add_argument("--routes", default="", help="a checkpoint: print each route's share and accuracy, then exit")
+    ap.add_argument("--json", action="store_true", help="with --routes: the last line is one JSON object")
+    ap.add_argument("--samples", type=int, default=4, help="with --routes: T=1 samples per held-out problem")
+    ap.add_argument("--save_phases", action="store_true", help="also save the weights after each phase to OUT/phaseN")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads; the weights are bitwise reproducible for a given count")
     args = ap.parse_args()
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(args.threads)
     if args.routes:
-        return routes(args.routes, os.path.join(args.out, "heldout.jsonl"))
+        return routes(args.routes, args.out, k=args.samples, as_json=args.json)
     os.makedirs(args.out, exist_ok=True)
     rng = random.Random(args.seed)
 
@@ -286,6 +345,9 @@ def main():
             continue
         print(f"phase {i + 1}: {steps} steps, skills {skills}, lr {lr}, mixture {mixture}")
         model = pretrain(tok, steps, args.batch, lr, args.seed + i, skills, mixture, model)
+        if args.save_phases:
+            model.save_pretrained(os.path.join(args.out, f"phase{i + 1}"), safe_serialization=True)
+            tok.save_pretrained(os.path.join(args.out, f"phase{i + 1}"))
     model.save_pretrained(args.out, safe_serialization=True)
     print(f"wrote {args.out}")
 

@@ -127,6 +127,29 @@ def test_embed_order_and_batch_size_invariance(encoder):
     assert not torch.allclose(a[0], a[1])  # different texts do get different embeddings
 
 
+def test_embed_encodes_each_distinct_text_once(encoder, monkeypatch):
+    """Repeated texts (a group's identical rollouts) are encoded once and every copy gets that row."""
+    import encoder as E
+    enc, tok = encoder
+    seen = []
+    real = E.decoder_forward
+    monkeypatch.setattr(E, "decoder_forward", lambda inner, x, *a: seen.append(x.shape[0]) or real(inner, x, *a))
+    texts = [TEXTS[1], TEXTS[0], TEXTS[1], TEXTS[1], TEXTS[2], TEXTS[0]]
+    out = embed(enc, tok, texts, max_tokens=64)
+    assert sum(seen) == 3
+    ref = embed(enc, tok, TEXTS[:3], max_tokens=64)
+    torch.testing.assert_close(out, ref[[1, 0, 1, 1, 2, 0]])
+
+
+def test_embed_fast_path_equals_hf_forward(encoder, monkeypatch):
+    """The hand-written decoder forward gives the embeddings of the encoder's own HF forward."""
+    import encoder as E
+    enc, tok = encoder
+    fast = embed(enc, tok, TEXTS, max_tokens=64)
+    monkeypatch.setattr(E, "fast_path_ok", lambda m: False)
+    torch.testing.assert_close(fast, embed(enc, tok, TEXTS, max_tokens=64), atol=1e-5, rtol=1e-5)
+
+
 def test_embed_reads_only_max_tokens(encoder):
     """With a budget of k tokens, a long text embeds like its first k characters (char tokenizer)."""
     enc, tok = encoder

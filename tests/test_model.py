@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model import grpo_loss, pad_batch, row_uniforms, sample, score, token_entropies, token_log_probs, top_p_filter
+from model import (grpo_loss, micro_batches, next_tokens, pad_batch, row_uniform, sample, score, token_entropies, token_log_probs,
+                   top_p_filter)
 
 PAD, EOS = 0, 2
 PROMPTS = [[1, 5, 9, 12, 7, 30], [1, 4], [1, 20, 21, 8]]  # different lengths: exercises left padding
@@ -343,6 +344,54 @@ def test_grpo_loss_ratio_one_gradient_is_policy_gradient():
 
 
 # -----------------------------------------------------------------------------
+# micro-batches
+
+def test_micro_batches_partition_and_cap():
+    """Every row lands in exactly one chunk; no chunk of 2+ rows exceeds max_tokens padded tokens;
+    a row longer than the cap gets a chunk of its own."""
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(5, 80, (150,), generator=g).tolist() + [500]
+    chunks = micro_batches(lengths, max_tokens=1000, overhead_tokens=64)
+    assert sorted(i for c in chunks for i in c) == list(range(len(lengths)))
+    for c in chunks:
+        assert len(c) == 1 or max(lengths[i] for i in c) * len(c) <= 1000
+    assert [150] in chunks
+
+
+def brute_force_cost(L, max_tokens, overhead):
+    """Least padded tokens + overhead per chunk over every way of cutting the sorted lengths."""
+    L, best = sorted(L), None
+    for mask in range(1 << (len(L) - 1)):
+        cost, start = 0, 0
+        for j in range(1, len(L) + 1):
+            if j == len(L) or mask >> (j - 1) & 1:
+                if L[j - 1] * (j - start) > max_tokens and j - start > 1:
+                    cost = None
+                    break
+                cost += L[j - 1] * (j - start) + overhead
+                start = j
+        if cost is not None and (best is None or cost < best):
+            best = cost
+    return best
+
+
+def test_micro_batches_cost_is_optimal():
+    """The chosen cut costs exactly the brute-force optimum over all cuts of the sorted rows (10 rows)."""
+    g = torch.Generator().manual_seed(1)
+    for _ in range(20):
+        L = torch.randint(3, 60, (10,), generator=g).tolist()
+        chunks = micro_batches(L, max_tokens=200, overhead_tokens=30)
+        cost = sum(max(L[i] for i in c) * len(c) + 30 for c in chunks)
+        assert cost == brute_force_cost(L, 200, 30)
+
+
+def test_micro_batches_hand_example():
+    """Lengths 10, 10, 10, 100 with overhead 50: the long row gets its own chunk (padded 30 + 100 + 2 x 50)
+    rather than padding the short ones to 100 (400 + 50)."""
+    assert sorted(map(sorted, micro_batches([10, 100, 10, 10], 10_000, 50))) == [[0, 2, 3], [1]]
+
+
+# -----------------------------------------------------------------------------
 # sampling (SPEC step 2) against a naive full forward without a cache
 
 def naive_greedy(model, prompt, max_new_tokens, eos_id):
@@ -436,14 +485,137 @@ def test_tiny_top_p_sampling_is_greedy(tiny_lm):
     assert nucleus == greedy
 
 
-def test_gumbel_max_frequencies_match_softmax():
-    """Gumbel-max over row_uniforms samples softmax(logits): frequencies over 6000 seeds within 4 sigma."""
-    p = torch.tensor([0.5, 0.3, 0.15, 0.05], dtype=torch.float64)
-    n = 6000
-    seeds = torch.arange(n, dtype=torch.int64)
-    u = row_uniforms(seeds, 3, 4)                                             # (n, 4)
-    assert (u > 0).all() and (u < 1).all()
-    tok = (p.log()[None] - torch.log(-torch.log(u))).argmax(-1)
+def test_row_uniform_is_a_function_of_seed_and_position():
+    """row_uniform lies in (0, 1), repeats for the same (seed, t), differs across seeds and positions,
+    and is close to uniform over 20000 seeds (mean 1/2, variance 1/12)."""
+    seeds = torch.arange(20000, dtype=torch.int64)
+    u = row_uniform(seeds, 3)
+    assert u.dtype == torch.float64 and (u > 0).all() and (u < 1).all()
+    assert torch.equal(u, row_uniform(seeds, 3)) and not torch.equal(u, row_uniform(seeds, 4))
+    assert u.unique().numel() > 19990
+    assert abs(u.mean().item() - 0.5) < 0.01 and abs(u.var().item() - 1 / 12) < 0.005
+
+
+def test_next_tokens_frequencies_match_softmax():
+    """Inverse-CDF sampling at T=1 draws softmax(logits): frequencies over 20000 seeds within 4 sigma."""
+    p = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    n = 20000
+    logits = p.log()[None].expand(n, 4).contiguous()
+    tok, lp, H = next_tokens(logits, 1.0, 1.0, row_uniform(torch.arange(n), 5))
     freq = torch.bincount(tok, minlength=4).double() / n
-    sigma = (p * (1 - p) / n).sqrt()
-    assert ((freq - p).abs() < 4 * sigma).all(), freq
+    sigma = (p.double() * (1 - p.double()) / n).sqrt()
+    assert ((freq - p.double()).abs() < 4 * sigma).all(), freq
+    torch.testing.assert_close(lp, p.log()[tok])
+    torch.testing.assert_close(H, torch.full((n,), -(p * p.log()).sum().item()))
+
+
+def test_next_tokens_temperature_and_top_p_match_naive():
+    """At T=0.5 with top_p 0.8, frequencies match the renormalised tempered distribution, tokens outside
+    the nucleus are never drawn, lp is their log-prob under it and H stays the T=1 entropy."""
+    logits = torch.tensor([[2.0, 1.0, 0.5, -1.0, 0.0]])
+    n = 20000
+    tok, lp, H = next_tokens(logits.expand(n, 5).contiguous(), 0.5, 0.8, row_uniform(torch.arange(n), 0))
+    z = logits[0] / 0.5
+    keep = naive_top_p_keep(z, 0.8)
+    q = torch.zeros(5, dtype=torch.float64)
+    q[list(keep)] = z[list(keep)].double().softmax(-1)
+    freq = torch.bincount(tok, minlength=5).double() / n
+    assert set(tok.unique().tolist()) <= keep
+    assert ((freq - q).abs() < 4 * (q * (1 - q) / n).sqrt() + 1e-12).all(), (freq, q)
+    torch.testing.assert_close(lp.double(), q[tok].log(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(H, token_entropies(logits).expand(n))
+
+
+def test_next_tokens_never_draws_a_zero_probability_token():
+    """A token whose logit is -inf (or whose probability underflows) is never drawn, even at u near 0 or 1."""
+    logits = torch.tensor([[-float("inf"), 0.0, -200.0, 1.0, -float("inf")]]).expand(4, 5).contiguous()
+    u = torch.tensor([1e-12, 0.5, 1 - 1e-12, 0.999999], dtype=torch.float64)
+    tok, lp, H = next_tokens(logits, 1.0, 1.0, u)
+    assert set(tok.tolist()) <= {1, 3} and torch.isfinite(lp).all() and torch.isfinite(H).all()
+
+
+def test_next_tokens_cdf_is_exact_over_a_large_vocabulary():
+    """Over a 152k vocabulary the float64 CDF gives the last token exactly its probability mass: the
+    uniform range it owns equals p within float32's relative precision."""
+    V = 152064
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(1, V, generator=g) * 3
+    logits[0, -1] = -6.0  # a small-probability token at the very end of the CDF
+    p_last = logits.double().softmax(-1)[0, -1].item()
+    lo = torch.tensor([1 - p_last * 1.0001], dtype=torch.float64)
+    hi = torch.tensor([1 - p_last * 0.9999], dtype=torch.float64)
+    assert next_tokens(logits, 1.0, 1.0, lo)[0].item() != V - 1
+    assert next_tokens(logits, 1.0, 1.0, hi)[0].item() == V - 1
+
+
+# -----------------------------------------------------------------------------
+# the hand-written decoder (Llama, Qwen2, Qwen3) against the HF forward
+
+def hf_decoded(model, *args, **kw):
+    """sample() through the model's own HF forward and cache instead of the static-cache decoder."""
+    import model as M
+    fast = M.fast_path_ok
+    M.fast_path_ok = lambda m: False
+    try:
+        return sample(model, *args, **kw)
+    finally:
+        M.fast_path_ok = fast
+
+
+def tiny_family_model(kind):
+    """A tiny random llama / qwen2 (GQA, q/k/v bias) / qwen3 (per-head q/k norm), sharpened output."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+    kw = dict(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2 if kind != "llama" else 4, max_position_embeddings=128, pad_token_id=0,
+              bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
+    if kind == "qwen3":
+        kw["head_dim"] = 8
+    torch.manual_seed(3)
+    m = AutoModelForCausalLM.from_config(AutoConfig.for_model(kind, **kw)).eval()
+    with torch.no_grad():
+        m.lm_head.weight.mul_(30.0)
+        for p in m.parameters():  # non-zero norms and biases, so a missing one would show
+            if p.dim() == 1:
+                p.add_(0.1 * torch.randn_like(p))
+    return m
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2", "qwen3"])
+def test_static_cache_decoder_equals_hf_forward(kind):
+    """Sampled tokens, H_last, H_mean and logps of the static-cache decoder equal those decoded through the
+    HF forward and cache, for prompts of different lengths, shared prompts and rows that end early."""
+    from model import fast_path_ok
+    m = tiny_family_model(kind)
+    assert fast_path_ok(m)
+    prompts = PROMPTS + [PROMPTS[1]] * 3 + [PROMPTS[0]]
+    free = hf_decoded(m, prompts, 12, -1, PAD, temperature=0)["tokens"]
+    eos = free[1][4]  # a token some rows emit part-way: their rows leave the batch early
+    for temperature, top_p in [(0, 1.0), (1.0, 1.0), (0.7, 0.9)]:
+        kw = dict(max_new_tokens=12, eos_id=eos, pad_id=PAD, temperature=temperature, top_p=top_p,
+                  seeds=list(range(40, 40 + len(prompts))))
+        a, b = sample(m, prompts, **kw), hf_decoded(m, prompts, **kw)
+        assert a["tokens"] == b["tokens"], (kind, temperature)
+        assert a["truncated"].tolist() == b["truncated"].tolist()
+        for key in ("H_last", "H_mean"):
+            torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-5)
+        for x, y in zip(a["logps"], b["logps"]):
+            torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)
+    assert any(len(t) < 12 for t in a["tokens"]) and any(len(t) == 12 for t in a["tokens"])
+
+
+def test_shared_prompts_sample_what_separate_prompts_sample(tiny_lm):
+    """A group of N rows with one prompt (prefilled once) samples what N separately prefilled rows do."""
+    kw = dict(max_new_tokens=10, eos_id=EOS, pad_id=PAD, temperature=1.0)
+    group = sample(tiny_lm, [PROMPTS[0]] * 6, seeds=list(range(6)), **kw)["tokens"]
+    alone = [sample(tiny_lm, [PROMPTS[0], PROMPTS[2]], seeds=[i, 99], **kw)["tokens"][0] for i in range(6)]
+    assert group == alone and len({tuple(t) for t in group}) > 1
+
+
+def test_compiled_decoder_samples_what_eager_samples(tiny_lm):
+    """The torch.compile decode step (whole static cache, masked) samples exactly the eager tokens."""
+    kw = dict(max_new_tokens=10, eos_id=EOS, pad_id=PAD, temperature=1.0, seeds=[5, 6, 7, 8])
+    prompts = PROMPTS + [PROMPTS[0]]
+    eager = sample(tiny_lm, prompts, **kw)
+    compiled = sample(tiny_lm, prompts, compiled=True, **kw)
+    assert compiled["tokens"] == eager["tokens"]
+    torch.testing.assert_close(compiled["H_last"], eager["H_last"], atol=1e-5, rtol=1e-5)
