@@ -138,7 +138,8 @@ def run_one(run_dir, argv, max_steps, world):
                                stdout=log, stderr=subprocess.STDOUT)
         if p.returncode:
             return f"train.py exited {p.returncode}"
-        json.dump({"argv": argv, "wall_s": time.time() - t0}, open(os.path.join(run_dir, "run.json"), "w"))
+        with open(os.path.join(run_dir, "run.json"), "w") as f:  # the mark of a finished train.py
+            json.dump({"argv": argv, "wall_s": time.time() - t0}, f)
     routes = os.path.join(run_dir, "routes.json")
     if not os.path.exists(routes):
         with open(os.path.join(run_dir, "log.txt"), "a") as log:
@@ -283,9 +284,13 @@ def plot_table(table, runs, out):
 # main
 
 def smoke_world(dst, n_train=48, n_heldout=16):
-    """A reduced copy of data/toy's files: the first n_train problems and their teacher rows, n_heldout held out."""
+    """A reduced copy of data/toy: the first n_train problems and their teacher rows, n_heldout held out, and
+    the base policy (the routes diagnostic reads its encoder from the world folder)."""
     src = os.path.join(ROOT, "data", "toy")
     os.makedirs(dst, exist_ok=True)
+    for name in os.listdir(src):
+        if os.path.isfile(os.path.join(src, name)) and not name.endswith(".jsonl"):
+            shutil.copy(os.path.join(src, name), dst)
     train = open(os.path.join(src, "train.jsonl")).readlines()[:n_train]
     ids = {json.loads(l)["id"] for l in train}
     open(os.path.join(dst, "train.jsonl"), "w").writelines(train)

@@ -79,22 +79,9 @@ def test_finished_needs_same_args_final_step_and_checkpoint(tmp_path):
     assert not run.finished(d, ["--a=1"], 2)  # train.py never exited 0
 
 
-STUB = '''import json, sys
-sys.path.insert(0, {data!r})
-import make_toy
-print("greedy ... (a human line first: run.py reads the last line)")
-print(json.dumps({{"routes": {{r: {{"teacher": r in make_toy.TEACHERS, "share_t1": 0.5 if r == "direct" else 0.1,
-                                 "acc_t1": 0.5, "share_greedy": 1.0 if r == "direct" else 0.0}}
-                             for r in [*make_toy.MIXTURE, "other"]}}}}))
-'''
-
-
-def test_smoke_every_table(tmp_path, monkeypatch, capsys):
+def test_smoke_every_table(tmp_path, capsys):
     """--smoke writes each table with its rows, finite cells and four plots, outside experiments/results;
     a second invocation finds every run finished and trains nothing."""
-    if "--json" not in open(run.TOY).read():  # until make_toy.py --routes --json lands: a stub with its output format
-        (tmp_path / "toy_stub.py").write_text(STUB.format(data=os.path.join(ROOT, "data")))
-        monkeypatch.setattr(run, "TOY", str(tmp_path / "toy_stub.py"))
     results = os.path.join(ROOT, "experiments", "results")
     before = {f: os.path.getmtime(os.path.join(results, f)) for f in os.listdir(results)} if os.path.isdir(results) else {}
     assert run.main(["--smoke", "--out", str(tmp_path / "smoke")]) == 0
