@@ -190,7 +190,7 @@ def write_table(table, runs, n_seeds, settings, out, world=""):
     done = [s for _, _, n in TABLES[table] for s in runs.get(n, [])]
     info = done[0] if done else {"routes": {}, "n_eval": "?", "eval_steps": []}
     route_names = list(info["routes"])  # in the order the routes diagnostic gives them
-    untaught = [r for r in route_names if not info["routes"][r].get("teacher")]
+    untaught = [r for r in route_names if r in make_toy.ROUTES and not info["routes"][r].get("teacher")]
     rows, t1_rows = [], []
     for group, label, name in TABLES[table]:
         S = runs.get(name, [])
@@ -216,7 +216,7 @@ def write_table(table, runs, n_seeds, settings, out, world=""):
              *(["", NOTES[table]] if table in NOTES else []), "",
              *markdown_table(["configuration", "overrides", "final acc %", "last-3 acc %", "entropy", "D",
                               *[f"greedy {r} %" for r in route_names], "wall min"], rows),
-             "", "Route shares at T=1 (%, same problems, one sample each):", "",
+             "", "Route shares at T=1 (%, same problems, the diagnostic's samples per problem):", "",
              *markdown_table(["configuration", *[f"T=1 {r} %" for r in route_names]], t1_rows), "",
              *[f"![{m}]({table}_{m}.png)" for m in ("acc", "entropy", "D", "routes")]]
     with open(os.path.join(out, f"{table}.md"), "w") as f:
