@@ -64,6 +64,22 @@ def verify(response: str, gold: str) -> bool:
 
 _BOX = re.compile(r"\\(?:boxed|fbox)")
 _PHRASE = re.compile(r"\banswers?\b\s*(?:\*\*\s*|__\s*)?(?:is\b\s*:?|are\b\s*:?|:)", re.I)
+_SO = re.compile(r"\b(?:so|thus|therefore|hence|then|finally|gives|giving)\b|\\(?:implies|Rightarrow)", re.I)
+_REVISE = re.compile(r"\b(?:wait|actually|oops|mistake|wrong|incorrect|error|correction|re-?check|re-?calculat|"
+                     r"recomput|reconsider|redo|misread|miscalculat|instead)|\bno\b[,.!;:]", re.I)
+# clause ends: sentence ends, new lines, ';', ', word' (not ', and'); never inside $...$, \(...\), \[...\]
+_END = re.compile(r"\$\$.{0,500}?\$\$|\\\[.{0,500}?\\\]|\\\(.{0,300}?\\\)|\$(?![\d\s])[^$\n]{0,300}\$"
+                  r"|[.!?](?=\s|$)|\n|;|,\s+(?!and\b|or\b)(?=[a-zA-Z]{2})", re.S)
+_REMARK = re.compile(r"\s*\(([^()]*)\)\W*$")
+_VALUE = re.compile(r"\$(?!\s)|\\[a-zA-Z(\[]|[-+−]?\.?\d|[€£¥π√∞]|[(\[{]\s*[-+−.\d\\$]"
+                    r"|(?<![a-zA-Z'])[a-zA-Z]\s*(?:=|<|>|≤|≥|\\[lgn]e(?![a-z]))")  # where a stated value starts
+_HEDGE = re.compile(r"\b(?:not|than|about|approx\w*|around|roughly|nearly|almost|over|under|least|most|if|suppose|"
+                    r"assum\w*|could|might|maybe|perhaps|probably|between|from|except)\b|n't\b", re.I)
+_ASSIGN = re.compile(r"[\s$\\(\[]*[a-zA-Z]\s*=[^=]*")  # x = 3, $x=3$, \[ x = 3 \]
+_IS = re.compile(r"\s(?:is|are|was|were|equals|be)\s")
+# words after the value that end a final statement: '$18 every day at the market.', '7 more boxes left.'
+_TRAIL = re.compile(r"(.*(?:[\d$)\]}%]|\\[a-zA-Z]+)(?:\s*per\s?cent)?)(\s+(?!per\s?cent)[a-zA-Z][^\d$\\=<>(){}\[\]]*)",
+                    re.S)
 
 
 def brace_group(s, i):
@@ -80,7 +96,7 @@ def brace_group(s, i):
 
 
 def _boxes(text):
-    """[(start, content)] of the last box and the boxes just before it on its line; None if unclosed."""
+    """[(start, end, content)] of the last box and the boxes just before it on its line; None if unclosed."""
     out = []
     for m in reversed(list(_BOX.finditer(text))):
         i = m.end()
@@ -97,31 +113,90 @@ def _boxes(text):
             gap = text[box[1]:out[-1][0]]  # negative when this box encloses the later one
             if box[1] > out[-1][0] or len(gap) > 40 or "\n" in gap:
                 break
-        out.append((m.start(), box[0]))
+            if _SO.search(gap) and not re.search(r"\bor\b", gap):  # 'x = \boxed{3}, so y = \boxed{5}':
+                break  # the earlier ones are sub-results
+        out.append((m.start(), box[1], box[0]))
     return out[::-1]
 
 
+def _drop_remark(s):
+    """s less a closing remark in parentheses: '12 (not counting the tax).' -> '12', but '(2, 3)' stays."""
+    m = _REMARK.search(s)
+    words = re.findall(r"(?<![\\a-zA-Z])[a-zA-Z]{2,}", m[1]) if m else []
+    return s[:m.start()] if any(w.lower() not in _MATHWORDS for w in words) else s
+
+
+def _clauses(text):
+    """text cut after each clause end (_END)."""
+    out, start = [], 0
+    for m in _END.finditer(text):
+        if m[0][0] not in "$\\":
+            out.append(text[start:m.end()])
+            start = m.end()
+    return out + [text[start:]]
+
+
+def _unmarked(text):
+    """The final statement of a text without a marker: the last clause that states a value or picks an
+    option letter, from the value on ('the speed is 40 mph' -> '40 mph', 'Therefore n = 4.' -> 'n = 4',
+    'so B'). Later clauses may only be remarks ('I hope it helps.'). None if a revision cue comes after
+    it ('Wait, that is wrong.'), if it is a question or hedged ('about 40', 'more than 40'), or a bare
+    computation ('920 + 161 = 1081' without a word: what a response cut off mid-work looks like)."""
+    for c in reversed(_clauses(_drop_remark(text[-1000:]))):
+        c = c.replace("**", "").strip()
+        m = _VALUE.search(c)
+        if m is None and _choice(_norm(c)) is None:
+            if _REVISE.search(c) or re.search(r"\w$", c):
+                return None  # 'Wait, that is wrong.' or cut off: 'Now we add the'
+            continue  # a remark: 'I hope it helps!'
+        head = c[:m.start()] if m else c
+        if c.endswith("?") or _HEDGE.search(head):
+            return None
+        if m is None:
+            return c
+        if not re.search(r"[a-zA-Z]{2}", head) and "=" in c and not _ASSIGN.fullmatch(c) and c[-1] not in ".!":
+            return None
+        ans = c[m.start():]
+        if len(parts := _IS.split(ans)) > 1 and _VALUE.search(parts[-1]) and not re.search(r"\d", parts[0]):
+            ans = parts[-1]  # 'the value of $x$ is $-3$'
+        ans = re.sub(r"\s+is\s+(?:the|our|my)\s+(?:final\s+|correct\s+)?(?:answer|result)\W*$", "", ans)
+        if (t := _TRAIL.fullmatch(ans)) and not (_HEDGE.search(t[2]) or _REVISE.search(t[2]) or
+                                                 set(re.findall(r"[a-z]+", t[2].lower())) - {"to"} & (_MATHWORDS | _HEDGES)):
+            ans = t[1]
+        return ans
+    return None
+
+
 def extract_answer(response: str) -> str | None:
-    """The final answer: the last \\boxed{} (several on one line join as 'a, b'), '#### N' or
-    '(final) answer is/:' -- whichever comes last. None if there is none or the last box is unclosed."""
-    cands = []
+    """The final answer: the last \\boxed{} (several on one line join as 'a, b' unless 'so' comes between),
+    '#### N' or '(final) answer is/:' -- whichever comes last; if a revision ('Wait, ...') follows it,
+    the last value stated after it (_unmarked); with none of these markers, the final statement of
+    the response (_unmarked). None if there is no answer or the last box is unclosed."""
+    cands = []  # (start, end, answer)
     boxes = _boxes(response)
     if boxes is None:
         return None
     if boxes:
-        cands.append((boxes[-1][0], ", ".join(c for _, c in boxes)))
+        cands.append((boxes[-1][0], boxes[-1][1], ", ".join(c for *_, c in boxes)))
     i = response.rfind("####")
     if i >= 0:
-        cands.append((i, response[i + 4:].strip().split("\n", 1)[0]))
+        rest = response[i + 4:].lstrip()
+        line = rest.split("\n", 1)[0]
+        cands.append((i, len(response) - len(rest) + len(line), line))
     m = None
     for m in _PHRASE.finditer(response):
         pass
-    if m:  # the rest of the line (or the next line), up to the end of the sentence
-        line = response[m.end():].strip().split("\n", 1)[0]
-        cands.append((m.start(), re.split(r"\.\s", line, maxsplit=1)[0]))
+    if m:  # the rest of the line (or the next line) to the end of the clause, less a remark in parentheses
+        rest = response[m.end():].lstrip()
+        clause = _clauses(rest.split("\n", 1)[0][:MAX_LEN])[0]
+        cands.append((m.start(), len(response) - len(rest) + len(clause), _drop_remark(clause)))
     if not cands:
-        return None
-    ans = max(cands)[1].strip().strip("*").strip().rstrip(".").strip()
+        ans = _unmarked(response)
+    else:
+        _, end, ans = max(cands)
+        if _REVISE.search(_drop_remark(response[end:])):  # '\boxed{12}. Wait, that's wrong; it's 14.'
+            ans = _unmarked(response[end:])
+    ans = ans and ans.strip().strip("*").strip().rstrip(".,;").strip()
     return ans or None
 
 
@@ -136,43 +211,54 @@ def _gold_answer(gold):
 # normalisation
 
 _UNICODE = str.maketrans({"−": "-", "–": "-", "π": "\\pi ", "∞": "\\infty ", "√": "\\sqrt", "×": "\\times ",
-                          "·": "\\cdot ", "≤": "\\le ", "≥": "\\ge ", "≠": "\\ne ", "∪": "\\cup ", "°": ""})
+                          "·": "\\cdot ", "≤": "\\le ", "≥": "\\ge ", "≠": "\\ne ", "∪": "\\cup ", "°": "",
+                          "∅": "\\emptyset ", "ℝ": "\\mathbb{R}", "∈": "\\in ", "∖": "\\setminus ", "±": "\\pm ",
+                          "²": "^2", "³": "^3", "€": "", "£": "", "¥": "", "\u00a0": " ", "\u2009": " "})
 _TEXT_CMDS = r"\\(?:text|textbf|textit|textrm|textnormal|mathrm|mathbf|mathit|boldsymbol|emph|mbox|operatorname)"
+_MATHWORDS = {"sqrt", "sin", "cos", "tan", "cot", "sec", "csc", "log", "exp", "arcsin", "arccos", "arctan", "array",
+              "infty", "infinity", "inf", "and", "or", "mod", "pmatrix", "bmatrix", "matrix", "smallmatrix", "pi", "to",
+              "ln", "oo"}
+_HEDGES = {"not", "least", "most", "about", "approximately", "roughly", "plus", "minus", "over", "than", "as",
+           "million", "billion", "thousand", "hundred", "dozen", "half", "twice", "double", "too", "be", "will",
+           "would", "but", "if", "unless"}
+_ALIAS = {"\\dfrac": "\\frac", "\\tfrac": "\\frac", "\\cfrac": "\\frac", "\\varnothing": "\\emptyset",
+          "\\leq": "\\le", "\\leqslant": "\\le", "<=": "\\le", "\\geq": "\\ge", "\\geqslant": "\\ge", ">=": "\\ge",
+          "\\neq": "\\ne", "!=": "\\ne"}
 _NORM = [(re.compile(p), r) for p, r in [
-    (r"\\[dt]frac", r"\\frac"),
+    (r"\\(?:[dtc]frac|varnothing|[lg]eq(?:slant)?|neq)(?![a-zA-Z])|[<>!]=", lambda m: _ALIAS[m[0]]),
+    (r"\\\{\s*\\\}", r"\\emptyset"),
     (r"\\(?:left|right|displaystyle|bigl|bigr|big|Big)(?![a-zA-Z])|(?<!\\)\\[!,;: ]|~|\\\$|\$|\\[()\[\]]", ""),
-    (r"\{,\}", ","),
-    (r"\^\s*\{?\s*\\circ\s*\}?|\\circ|\\%|%", ""),
-    (r"\\(?:leq|leqslant)(?![a-zA-Z])", r"\\le"), (r"\\(?:geq|geqslant)(?![a-zA-Z])", r"\\ge"),
-    (r"\\neq(?![a-zA-Z])", r"\\ne"), (r"\\sqrt\s*\(", "sqrt("),
-    # a \text{...} of plain words right after a number is a unit: 5\text{ cm}^2
-    (r"(?<=[\d}])\s*" + _TEXT_CMDS + r"\s*\{\s*[a-zA-Z][a-zA-Z\s.]*\}(?:\^\{?\d\}?)?$", ""),
+    (r"\{,\}", ","), (r"\\begin\{array\}\{[^{}]*\}", r"\\begin{array}"),
+    (r"\^\s*\{?\s*\\circ\s*\}?|\\circ", ""), (r"\s*(?:\\?%|\bper\s?cent\b|\bpercent\b)", "%"),
+    (r"\\sqrt\s*\(", "sqrt("),
+    # a \text{...} of plain words at the end, after a value, is a unit: 5\text{ cm}^2, 12\pi\text{ m}^2
+    (r"(?<=[\w})])\s*" + _TEXT_CMDS + r"\s*\{\s*([a-zA-Z][a-zA-Z\s.]*)\}(?:\^\{?\d\}?)?$",
+     lambda m: m[0] if set(m[1].lower().split()) & (_MATHWORDS | _HEDGES) else ""),
     (_TEXT_CMDS + r"\s*\{([^{}]*)\}", r"\1"), (_TEXT_CMDS + r"\s*\{([^{}]*)\}", r"\1"),  # \textbf{\text{..}}
+    (r"(?i)\ball real(?:s| numbers)\b", r"\\mathbb{R}"),
 ]]
-_MATHWORDS = {"sqrt", "sin", "cos", "tan", "cot", "sec", "csc", "log", "exp", "arcsin", "arccos", "arctan",
-              "infty", "infinity", "inf", "and", "or", "mod", "pmatrix", "bmatrix", "matrix", "pi", "to", "ln", "oo"}
-_HEDGES = {"not", "more", "less", "least", "most", "about", "approximately", "roughly", "plus", "minus", "over"}
-_UNIT = re.compile(r"(.*?[\d}])\s*([a-zA-Z]{2,}(?:/[a-zA-Z]+)?\.?)(?:\s+([a-zA-Z]{2,}\.?))?(?:\^\d)?")
+_UNIT = re.compile(r"(.*?(?:[\d})]|\\pi))\s*((?:[a-zA-Z]{2,}|[a-zA-Z]+/[a-zA-Z]+)\.?(?:\s+[a-zA-Z]+\.?){0,2})(?:\^\d)?")
 _THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?|[+-]?\d{1,3}(?: \d{3})+(?:\.\d+)?")
 
 
 def _norm(s):
-    """Canonical surface form: no $, markup, units or separators; spaces kept only between words."""
+    """Canonical surface form: no $, markup, units or separators; spaces kept only between words; a
+    percentage ends in a single '%' (15\\%, 15 percent)."""
     s = s.translate(_UNICODE)
     for p, r in _NORM:
         s = p.sub(r, s)
     s = s.strip().strip("*_").strip().rstrip(".").strip()
-    m = _UNIT.fullmatch(s)  # 15 apples, 4 hours, 12 sq ft -- but not 3 pi, 2 and 3, 5 or more
-    if m and not {w.lower().rstrip(".") for w in m.groups()[1:] if w} & (_MATHWORDS | _HEDGES):
+    m = _UNIT.fullmatch(s)  # 15 apples, 4 hours, 40 miles per hour -- but not 3 pi, 2 and 3, 5 or more
+    if m and not set(m[2].lower().replace(".", "").split()) & (_MATHWORDS | _HEDGES):
         s = m[1]
-    if _THOUSANDS.fullmatch(s):
+    if _THOUSANDS.fullmatch(s.rstrip("%")):
         s = re.sub(r"[, ]", "", s)
     return re.sub(r" ?([^\w ]) ?", r"\1", re.sub(r"\s+", " ", s))
 
 
 def _wordy(s):
     """True if s holds a word of 3+ letters that is not math (Monday, hours, undefined)."""
-    return any(w.lower() not in _MATHWORDS for w in re.findall(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}", s))
+    return s.lower() == "no" or any(w.lower() not in _MATHWORDS for w in re.findall(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}", s))
 
 
 def _text(s):
@@ -181,15 +267,19 @@ def _text(s):
 
 
 _GOLD_CHOICE = re.compile(r"\(?([A-J])\)?|\(([a-j])\)")
-_CHOICE = re.compile(r"(?:option|choice)?\s*(?:\(([A-Ja-j])\)|([A-Ja-j])(?=[.:)]|$))[.:)]?(.*)", re.I | re.S)
+_CHOICE = re.compile(r"(?i:(?:so|thus|therefore|hence|the|correct|right|final|best|answer|option|choice|is|be|must|"
+                     r"it|it's|i|i'd|i'll|which|corresponds|to|pick|choose|select|go|with|my)(?:[\s,:]+|(?=\()))*"  # cue words
+                     r"(?:\(([A-Ja-j])\)|([A-HJ])(?=[.:)]|$|\s+(?:is|was|would|must|seems)\b)|([a-hj])(?=[.:)]|$))"
+                     r"[.:)]?(.*)", re.S)
 
 
 def _choice(a):
-    """The option letter an answer picks: (B), B), b, 'B. mitochondria'; None if none or several."""
+    """The option letter an answer picks: (B), B), b, 'B. mitochondria', 'so B', 'which corresponds to
+    option B', 'B is correct'; None if none, several or negated ('B is wrong')."""
     m = _CHOICE.fullmatch(a)
-    if not m or re.search(r"\([A-Ja-j]\)|\b[A-J][.)]|\b(?:or|and)\s*(?:\([A-Ja-j]\)|[A-J]\b)", m[3]):
+    if not m or re.search(r"\([A-Ja-j]\)|\b[A-HJ]\b|^\W*(?:is|was)\s+(?:not|wrong|incorrect|false)\b|n't", m[4]):
         return None
-    return (m[1] or m[2]).upper()
+    return (m[1] or m[2] or m[3]).upper()
 
 # -----------------------------------------------------------------------------
 # equivalence
@@ -201,10 +291,14 @@ _MIXED = re.compile(r"(-?)(\d+)\s*(?:(\d+)/(\d+)|\\frac\{(\d+)\}\{(\d+)\})")
 _SCI = re.compile(rf"(?:({_N})(?:[eE]|(?:\\times|\\cdot|\*|x)\s*10\^)|10\^)\{{?([+-]?\d+)\}}?")
 _BASE = re.compile(r"([0-9A-Za-z]+)_\{?\(?(\d+)\)?\}?")
 _REL = re.compile(r"(<|>|\\(?:le|ge|lt|gt|ne)(?![a-zA-Z]))")
+_REPEAT = re.compile(r"([+-]?)(\d*)\.(\d*)\\overline\{?(\d+)\}?")
+_LHS = re.compile(r"(?:[a-zA-Z](?:_\{?\w+\}?)?|\([a-zA-Z,]+\)|[a-zA-Z]\([a-zA-Z]\))(?:=|\\in(?![a-z]))(.+)", re.S)
+_SETLIKE = re.compile(r"<|>|\\(?:le|ge|ne|mathbb|setminus)(?![a-z])")
 
 
 def _number(s):
-    """Exact value of an integer, decimal, fraction, mixed number or 1.2e5 / 1.2\\times10^{5}; else None."""
+    """Exact value of an integer, decimal, fraction, mixed number, 1.2e5 / 1.2\\times10^{5} or repeating
+    decimal 0.1\\overline{6}; else None."""
     if re.fullmatch(_N, s):
         return Fraction(s)
     if m := _RATIO.fullmatch(s):
@@ -216,6 +310,10 @@ def _number(s):
         return -v if m[1] else v
     if (m := _SCI.fullmatch(s)) and abs(int(m[2])) <= 400:  # bound: 1e999999999 must not hang
         return Fraction(m[1] or 1) * Fraction(10) ** int(m[2])
+    if m := _REPEAT.fullmatch(s):
+        k = 10 ** len(m[3])
+        v = int(m[2] or 0) + Fraction(int(m[3] or 0), k) + Fraction(int(m[4]), k * (10 ** len(m[4]) - 1))
+        return -v if m[1] == "-" else v
     return None
 
 
@@ -228,6 +326,16 @@ def _equivalent(a, g):
     if len(a) > MAX_LEN or len(g) > MAX_LEN:
         return False
     a, g = _norm(a), _norm(g)
+    pa, pg = a.endswith("%"), g.endswith("%")
+    a, g = a.replace("%", ""), g.replace("%", "")
+    if pa != pg and (v := _number(a if pa else g)) is not None:  # one side is a percentage p%: it is p
+        h = str(v / 100)  # percentage points (GSM8K's gold for 'what percent?' is bare) if p >= 1, else p/100
+        return abs(v) >= 1 and _same(a, g) or (_same(h, g) if pa else _same(a, h))
+    return _same(a, g)
+
+
+def _same(a, g):
+    """Does normalised answer a equal normalised gold g?"""
     if a == g:
         return True
     if c := _GOLD_CHOICE.fullmatch(g):
@@ -250,9 +358,9 @@ def _split(s, sep=","):
 
 def _structure(s):
     """(kind, items): 'list' (order-free), 'set', a bracket pair like '[)', 'matrix' or 'scalar' (items = s)."""
-    if m := re.fullmatch(r"(?:[a-zA-Z](?:_\{?\w+\}?)?|\([a-zA-Z,]+\)|[a-zA-Z]\([a-zA-Z]\))(?:=|\\in(?![a-z]))(.+)", s):
+    if m := _LHS.fullmatch(s):
         s = m[1]  # x = 3, (x,y) = (1,2), f(x) = 2x, x \in [1,2)
-    if m := re.fullmatch(r"\\begin\{([pbB]?matrix)\}(.*)\\end\{\1\}", s, re.S):
+    if m := re.fullmatch(r"[(\[]?\\begin\{([pbB]?matrix|smallmatrix|array)\}(.*)\\end\{\1\}[)\]]?", s, re.S):
         return "matrix", [_split(row, "&") for row in m[2].split("\\\\") if row.strip()]
     if s.startswith("\\{") and s.endswith("\\}"):
         return "set", _split(s[2:-2])
@@ -284,20 +392,29 @@ def _cells(kind, items):
     return ("matrix",) + tuple(len(row) for row in items), flat
 
 
+def _matched(xs, ys, equal):
+    """Can xs and ys be paired off one to one, in any order, by equal(x, y)?"""
+    pool = list(xs)
+    for y in ys:
+        j = next((j for j, x in enumerate(pool) if equal(x, y)), None)
+        if j is None:
+            return False
+        del pool[j]
+    return not pool
+
+
 def _struct_equal(a, g):
-    """Equality of normalised answers: lists and sets order-free, tuples/intervals/matrices item by item."""
+    """Equality of normalised answers: sets of reals as intervals, two equations as equations, lists and
+    sets order-free, tuples/intervals/matrices item by item."""
+    if _SETLIKE.search(a + g) and (ig := _intervals(g)) is not None:
+        return (ia := _intervals(a)) is not None and _matched(ia, ig, lambda x, y: x[0] + x[3] == y[0] + y[3] and _scalar_equal(x[1], y[1])
+                        and _scalar_equal(x[2], y[2]))
     (ka, ia), (kg, ig) = _structure(a), _structure(g)
+    if ka == kg == "scalar" and a.count("=") == g.count("=") == 1 and not (_LHS.fullmatch(a) and _LHS.fullmatch(g)):
+        return _scalar_equal(a, g)  # y = 2x + 3 and 2x - y + 3 = 0: the same line, compared as equations
     if kg in ("list", "set"):
         ia = [ia] if ka == "scalar" else ia
-        if ka not in ("list", "set", "scalar") or len(ia) != len(ig):
-            return False
-        pool = list(ia)
-        for y in ig:
-            j = next((j for j, x in enumerate(pool) if _struct_equal(x, y)), None)
-            if j is None:
-                return False
-            del pool[j]
-        return True
+        return ka in ("list", "set", "scalar") and _matched(ia, ig, _struct_equal)
     if "scalar" in (ka, kg):
         return ka == kg and _scalar_equal(ia, ig)
     (sa, ca), (sg, cg) = _cells(ka, ia), _cells(kg, ig)
@@ -309,16 +426,51 @@ def _relation(s):
     bits = _REL.split(s)
     if len(bits) == 1:
         return None
-    sides, ops = bits[0::2], [{"\\lt": "<", "\\gt": ">"}.get(o, o) for o in bits[1::2]]
+    sides, ops = [b.strip() for b in bits[0::2]], [{"\\lt": "<", "\\gt": ">"}.get(o, o) for o in bits[1::2]]
     if ops[0] in (">", "\\ge"):
         sides, ops = sides[::-1], [{">": "<", "\\ge": "\\le"}.get(o, o) for o in ops[::-1]]
     return sides, ops
 
 
+def _intervals(s):
+    """A set of reals as [(bracket, low, high, bracket)]: a union (\\cup, or) of intervals, inequalities in
+    one variable and \\mathbb{R} less some numbers; None if s is not one."""
+    out, inf = [], ("-\\infty", "\\infty")
+    for part in re.split(r"\\cup|(?<![a-zA-Z])or(?![a-zA-Z])", s):
+        part = part.strip()
+        r = _relation(part)
+        var = [i for i, x in enumerate(r[0]) if re.fullmatch(r"[a-zA-Z]", x)] if r else []
+        if m := re.fullmatch(r"(?:[a-zA-Z]\\in)?\\mathbb\{?R\}?(?:(?:\\setminus|-|\\backslash)\\\{(.+)\\\})?", part):
+            pts = _split(m[1]) if m[1] else []
+            if any(_number(p) is None for p in pts):
+                return None
+            ends = [inf[0], *sorted(pts, key=_number), inf[1]]
+            out += [("(", x, y, ")") for x, y in zip(ends, ends[1:])]
+        elif r and r[1] == ["\\ne"] and len(var) == 1:  # x \ne 2
+            p = r[0][1 - var[0]]
+            out += [("(", inf[0], p, ")"), ("(", p, inf[1], ")")]
+        elif r and set(r[1]) <= {"<", "\\le"} and len(var) == 1:  # x < 3, 3 \le x, 2 < x \le 5
+            sides, ops = r
+            if var == [0]:
+                sides, ops = [inf[0], *sides], ["<", *ops]
+            if var == [len(r[0]) - 1]:
+                sides, ops = [*sides, inf[1]], [*ops, "<"]
+            if len(sides) != 3:
+                return None
+            out.append(("(["[ops[0] != "<"], sides[0], sides[2], ")]"[ops[1] != "<"]))
+        elif (k := _structure(part))[0] in ("()", "[]", "(]", "[)") and len(k[1]) == 2:
+            out.append((k[0][0], k[1][0], k[1][1], k[0][1]))
+        else:
+            return None
+    return out
+
+
 def _scalar_equal(a, g):
-    """Equality of two normalised single answers: exact numbers, bases, relations, then sympy."""
+    """Equality of two normalised single answers: exact numbers, bases, relations, equations, then sympy."""
     if a == g:
         return True
+    if "=" in a and "=" not in g:  # x + y = 9 against 9: the answer's value is its last side
+        a = a.rsplit("=", 1)[1]
     x, y = _number(a), _number(g)
     if x is not None and y is not None:
         return x == y
@@ -330,11 +482,11 @@ def _scalar_equal(a, g):
     if ra or rg:
         return bool(ra and rg) and ra[1] == rg[1] and len(ra[0]) == len(rg[0]) and \
             all(_scalar_equal(p, q) for p, q in zip(ra[0], rg[0]))
-    if "=" in a or "=" in g:  # equations: l1 - r1 = +-(l2 - r2)
+    if "=" in g:  # equations: l1 - r1 = c (l2 - r2) for a constant c != 0
         if a.count("=") != 1 or g.count("=") != 1:
             return False
         da, dg = (_to_sympy("({})-({})".format(*s.split("="))) for s in (a, g))
-        return bool(da and dg) and (_sympy_equal(da, dg) or _sympy_equal(da, f"-({dg})"))
+        return bool(da and dg) and (_canon(da) == _canon(dg) or _sympy_equal(da, dg, "prop"))
     sa, sg = _to_sympy(a), _to_sympy(g)
     if sa is None or sg is None:
         return False
@@ -414,8 +566,13 @@ def _to_sympy(s):
         return None
     s = re.sub(r"\\([a-zA-Z]+)", _command, s)
     s = s.replace("{", "(").replace("}", ")").replace("^", "**")
-    s = re.sub(r"(\d+)\.(\d+)", lambda m: f"({m[1]}{m[2]}/1{'0' * len(m[2])})", s)  # exact decimals
+    s = re.sub(r"(\d+)\.(\d+)", lambda m: f"({int(m[1] + m[2])}/1{'0' * len(m[2])})", s)  # exact decimals
     s = re.sub(r"[a-zA-Z]+", lambda m: _name(m[0]), s)
+    depth = [0]
+    for c in s:  # unbalanced or empty parentheses are no math (sympy would raise)
+        depth.append(depth[-1] + (c == "(") - (c == ")"))
+    if min(depth) < 0 or depth[-1] or re.search(r"\(\s*\)", s):
+        return None
     if not re.fullmatch(r"[0-9A-Za-z\s+\-*/()]+", s) or re.search(r"\*\*[\s(+-]*\d{4,}", s) \
             or re.search(r"\*\*\s*(?:\d+|\([\d\s+\-*/(]*)\*\*", s):
         return None
@@ -472,8 +629,9 @@ def _readline(p, timeout):
 
 
 @functools.lru_cache(maxsize=4096)  # groups repeat answers: ask sympy once
-def _sympy_equal(a, b):
-    """a == b (parse_expr strings) by sympy in the helper; False and stats['timeouts'] += 1 past the limit."""
+def _sympy_equal(a, b, op="eq"):
+    """a == b (op 'eq') or a == c*b for a constant c != 0 (op 'prop'), a and b parse_expr strings, by sympy
+    in the helper; False and stats['timeouts'] += 1 past the limit."""
     global _worker
     with _worker_lock:
         try:
@@ -484,7 +642,7 @@ def _sympy_equal(a, b):
                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
                 if _readline(_worker, 60) != "ready\n":  # importing sympy: seconds on a busy machine
                     raise RuntimeError("sympy helper process did not start")
-            _worker.stdin.write(json.dumps([a, b]).encode() + b"\n")
+            _worker.stdin.write(json.dumps([op, a, b]).encode() + b"\n")
             line = _readline(_worker, SYMPY_TIMEOUT)
         except BaseException:
             _stop_worker()
@@ -499,7 +657,7 @@ def _sympy_equal(a, b):
 
 
 def _worker_main():
-    """The helper process: read [a, b] JSON lines, answer 1 (equal), 0, or E <error>."""
+    """The helper process: read [op, a, b] JSON lines, answer 1 (equal), 0, or E <error>."""
     import random
     import resource
     import signal
@@ -511,17 +669,24 @@ def _worker_main():
     names = {n: getattr(sympy, n) for n in (*_FUNCS, "Integer", "Float", "Rational", "Symbol")}
     T = standard_transformations + (implicit_multiplication_application,)
     rng = random.Random(0)
+    r = lambda: sympy.Rational(rng.choice([-1, 1]) * rng.randint(1, 9), rng.randint(2, 11))
+    point = lambda symbols: {v: r() + sympy.I * r() for v in symbols}  # complex: sqrt(x^2) != x
 
-    def equal(a, b):
+    def equal(op, a, b):
         x, y = (parse_expr(e, local_dict={}, global_dict=dict(names), transformations=T) for e in (a, b))
+        if op == "prop":  # x = c y for a constant c != 0 iff x y(p) = y x(p), x(p) != 0 at a random point p
+            p = point(x.free_symbols | y.free_symbols)
+            xp, yp = sympy.simplify(x.subs(p)), sympy.simplify(y.subs(p))
+            if xp == 0 or yp == 0:
+                return False
+            x, y = x * yp, y * xp
         d = x - y
         if d == 0 or sympy.simplify(d) == 0:
             return True
         if d.has(sympy.nan, sympy.zoo) or (not d.free_symbols and x.is_Rational != y.is_Rational):
             return False  # a decimal, however long, is not pi
-        # identity test at random complex points (complex: sqrt(x^2) != x), 30 digits
-        r = lambda: sympy.Rational(rng.choice([-1, 1]) * rng.randint(1, 9), rng.randint(2, 11))
-        pts = [{v: r() + sympy.I * r() for v in d.free_symbols} for _ in range(3)]
+        # identity test at random complex points, 30 digits
+        pts = [point(d.free_symbols) for _ in range(3)]
         return all((v := abs(d.evalf(30, subs=p))).is_finite and v < 1e-20 for p in pts)
 
     print("ready", flush=True)

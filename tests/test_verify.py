@@ -44,7 +44,8 @@ CASES = {
         ("####", "5", False),
         ("The answer is", "5", False),
         ("", "5", False),
-        ("5", "5", False),  # no final-answer statement at all
+        ("5", "5", True),  # a bare value is the final statement
+        ("5\nThe", "5", False),  # cut off after the value
         (r"\boxed{}", "5", False),
         ("#### 5", r"\boxed{5}", True),  # a gold given as a box
         ("#### 5", r"\boxed{6}", False),
@@ -222,7 +223,8 @@ CASES = {
         (r"\boxed{y = 2x + 3}", "y=2x-3", False),
         (r"\boxed{x^2+y^2=1}", "y^2+x^2=1", True),
         (r"\boxed{x+y=1}", "1=x+y", True),
-        (r"\boxed{x^2+y^2=1}", "1", False),
+        (r"\boxed{x^2+y^2=1}", "1", True),  # an equation's last side is its value
+        (r"\boxed{x^2+y^2=1}", "2", False),
         (r"\boxed{x^2+y^2=1}", "x^2+y^2=2", False),
     ],
     # tuples and points: ordered
