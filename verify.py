@@ -63,14 +63,15 @@ def verify(response: str, gold: str) -> bool:
 # extraction
 
 _BOX = re.compile(r"\\(?:boxed|fbox)")
-_PHRASE = re.compile(r"\banswers?\b\s*(?:\*\*\s*|__\s*)?(?:is\b\s*:?|are\b\s*:?|:)", re.I)
-_SO = re.compile(r"\b(?:so|thus|therefore|hence|then|finally|gives|giving)\b|\\(?:implies|Rightarrow)", re.I)
+_PHRASE = re.compile(r"\banswers?\b\s*(?:\*\*\s*|__\s*)?(?:is|are)\b\s*:?|"  # 'Answer:' only where a line starts
+                     r"^[ \t*#_]*(?:(?:the|my|final|correct|short)[ \t]+)*answers?(?:\s*\*\*|\s*__)?\s*:", re.I | re.M)
+_SO = re.compile(r"\b(?:so|thus|therefore|hence|then|finally|final|total|answer|result|gives|giving)\b|"
+                 r"\\(?:implies|Rightarrow)", re.I)
 _REVISE = re.compile(r"\b(?:wait|actually|oops|mistake|wrong|incorrect|error|correction|re-?check|re-?calculat|"
                      r"recomput|reconsider|redo|misread|miscalculat|instead)|\bno\b[,.!;:]", re.I)
 # clause ends: sentence ends, new lines, ';', ', word' (not ', and'); never inside $...$, \(...\), \[...\]
 _END = re.compile(r"\$\$.{0,500}?\$\$|\\\[.{0,500}?\\\]|\\\(.{0,300}?\\\)|\$(?![\d\s])[^$\n]{0,300}\$"
                   r"|[.!?](?=\s|$)|\n|;|,\s+(?!and\b|or\b)(?=[a-zA-Z]{2})", re.S)
-_REMARK = re.compile(r"\s*\(([^()]*)\)\W*$")
 _VALUE = re.compile(r"\$(?!\s)|\\[a-zA-Z(\[]|[-+−]?\.?\d|[€£¥π√∞]|[(\[{]\s*[-+−.\d\\$]"
                     r"|(?<![a-zA-Z'])[a-zA-Z]\s*(?:=|<|>|≤|≥|\\[lgn]e(?![a-z]))")  # where a stated value starts
 _HEDGE = re.compile(r"\b(?:not|than|about|approx\w*|around|roughly|nearly|almost|over|under|least|most|if|suppose|"
@@ -121,9 +122,10 @@ def _boxes(text):
 
 def _drop_remark(s):
     """s less a closing remark in parentheses: '12 (not counting the tax).' -> '12', but '(2, 3)' stays."""
-    m = _REMARK.search(s)
+    i = s.rfind("(")
+    m = re.fullmatch(r"\(([^()]*)\)\W*", s[i:]) if i >= 0 else None
     words = re.findall(r"(?<![\\a-zA-Z])[a-zA-Z]{2,}", m[1]) if m else []
-    return s[:m.start()] if any(w.lower() not in _MATHWORDS for w in words) else s
+    return s[:i] if any(w.lower() not in _MATHWORDS for w in words) else s
 
 
 def _clauses(text):
@@ -144,16 +146,16 @@ def _unmarked(text):
     computation ('920 + 161 = 1081' without a word: what a response cut off mid-work looks like)."""
     for c in reversed(_clauses(_drop_remark(text[-1000:]))):
         c = c.replace("**", "").strip()
-        m = _VALUE.search(c)
-        if m is None and _choice(_norm(c)) is None:
+        m, letter = _VALUE.search(c), _choice(_norm(c))
+        if m is None and letter is None:
             if _REVISE.search(c) or re.search(r"\w$", c):
                 return None  # 'Wait, that is wrong.' or cut off: 'Now we add the'
             continue  # a remark: 'I hope it helps!'
-        head = c[:m.start()] if m else c
-        if c.endswith("?") or _HEDGE.search(head):
+        if c.endswith("?") or _HEDGE.search(c if letter else c[:m.start()]):
             return None
-        if m is None:
-            return c
+        if letter:
+            return c  # 'So the correct option is (B) 42.'
+        head = c[:m.start()]
         if not re.search(r"[a-zA-Z]{2}", head) and "=" in c and not _ASSIGN.fullmatch(c) and c[-1] not in ".!":
             return None
         ans = c[m.start():]
@@ -193,8 +195,8 @@ def extract_answer(response: str) -> str | None:
     if not cands:
         ans = _unmarked(response)
     else:
-        _, end, ans = max(cands)
-        if _REVISE.search(_drop_remark(response[end:])):  # '\boxed{12}. Wait, that's wrong; it's 14.'
+        _, end, ans = max(cands)  # a revision after it ('\boxed{12}. Wait, it's 14.') or a hedged answer
+        if _REVISE.search(_drop_remark(response[end:])) or _HEDGE.search(ans):  # ('The answer is not obvious')
             ans = _unmarked(response[end:])
     ans = ans and ans.strip().strip("*").strip().rstrip(".,;").strip()
     return ans or None
@@ -229,7 +231,7 @@ _NORM = [(re.compile(p), r) for p, r in [
     (r"\\\{\s*\\\}", r"\\emptyset"),
     (r"\\(?:left|right|displaystyle|bigl|bigr|big|Big)(?![a-zA-Z])|(?<!\\)\\[!,;: ]|~|\\\$|\$|\\[()\[\]]", ""),
     (r"\{,\}", ","), (r"\\begin\{array\}\{[^{}]*\}", r"\\begin{array}"),
-    (r"\^\s*\{?\s*\\circ\s*\}?|\\circ", ""), (r"\s*(?:\\?%|\bper\s?cent\b|\bpercent\b)", "%"),
+    (r"\^\s*\{?\s*\\circ\s*\}?|\\circ", ""), (r"\\?%|\bper\s?cent\b|\bpercent\b", "%"),
     (r"\\sqrt\s*\(", "sqrt("),
     # a \text{...} of plain words at the end, after a value, is a unit: 5\text{ cm}^2, 12\pi\text{ m}^2
     (r"(?<=[\w})])\s*" + _TEXT_CMDS + r"\s*\{\s*([a-zA-Z][a-zA-Z\s.]*)\}(?:\^\{?\d\}?)?$",

@@ -423,6 +423,12 @@ HOSTILE = [
     ("#### " + "9" * 100000, "1"),
     ("answer" + " " * 100000 + "x", "1"),
     ("#### 1", r"\boxed{" + "{" * 20000),
+    ("\n" * 100000 + "x", "1"),  # no marker: the final statement is looked for in bounded time
+    ("the\n" * 30000 + "answer" + "\n" * 100000, "1"),
+    (r"\boxed{2}" + " " * 100000 + "wait", "1"),  # 100 kB after the answer, a revision cue at its end
+    (r"\boxed{2}" + "() " * 30000, "1"),
+    ("so " * 30000 + "(" * 30000 + "\\[" * 20000, "1"),
+    (r"\boxed{1" + " " * 1990 + "x}", "1"),
 ]
 
 
