@@ -155,6 +155,8 @@ def _unmarked(text):
             return None
         if letter:
             return c  # 'So the correct option is (B) 42.'
+        if len(parts := c.rsplit(": ", 1)) > 1 and (m2 := _VALUE.search(parts[1])):
+            c, m = parts[1], m2  # 'Step 3: add them: 6 + 6 = 12.'
         head = c[:m.start()]
         if not re.search(r"[a-zA-Z]{2}", head) and "=" in c and not _ASSIGN.fullmatch(c) and c[-1] not in ".!":
             return None
@@ -162,8 +164,8 @@ def _unmarked(text):
         if len(parts := _IS.split(ans)) > 1 and _VALUE.search(parts[-1]) and not re.search(r"\d", parts[0]):
             ans = parts[-1]  # 'the value of $x$ is $-3$'
         ans = re.sub(r"\s+is\s+(?:the|our|my)\s+(?:final\s+|correct\s+)?(?:answer|result)\W*$", "", ans)
-        if (t := _TRAIL.fullmatch(ans)) and not (_HEDGE.search(t[2]) or _REVISE.search(t[2]) or
-                                                 set(re.findall(r"[a-z]+", t[2].lower())) - {"to"} & (_MATHWORDS | _HEDGES)):
+        if (t := _TRAIL.fullmatch(ans)) and not ("n't" in t[2] or _REVISE.search(t[2]) or
+                                                 set(re.findall(r"[a-z]+", t[2].lower())) - {"to", "than"} & (_MATHWORDS | _HEDGES)):
             ans = t[1]
         return ans
     return None
@@ -186,7 +188,7 @@ def extract_answer(response: str) -> str | None:
         line = rest.split("\n", 1)[0]
         cands.append((i, len(response) - len(rest) + len(line), line))
     m = None
-    for m in _PHRASE.finditer(response):
+    for m in _PHRASE.finditer(response) if "nswer" in response or "NSWER" in response else ():
         pass
     if m:  # the rest of the line (or the next line) to the end of the clause, less a remark in parentheses
         rest = response[m.end():].lstrip()
@@ -222,7 +224,7 @@ _MATHWORDS = {"sqrt", "sin", "cos", "tan", "cot", "sec", "csc", "log", "exp", "a
               "ln", "oo"}
 _HEDGES = {"not", "least", "most", "about", "approximately", "roughly", "plus", "minus", "over", "than", "as",
            "million", "billion", "thousand", "hundred", "dozen", "half", "twice", "double", "too", "be", "will",
-           "would", "but", "if", "unless"}
+           "would", "but", "if", "unless", "maybe", "perhaps", "probably", "could", "might", "except"}
 _ALIAS = {"\\dfrac": "\\frac", "\\tfrac": "\\frac", "\\cfrac": "\\frac", "\\varnothing": "\\emptyset",
           "\\leq": "\\le", "\\leqslant": "\\le", "<=": "\\le", "\\geq": "\\ge", "\\geqslant": "\\ge", ">=": "\\ge",
           "\\neq": "\\ne", "!=": "\\ne"}
@@ -270,8 +272,8 @@ def _text(s):
 
 _GOLD_CHOICE = re.compile(r"\(?([A-J])\)?|\(([a-j])\)")
 _CHOICE = re.compile(r"(?i:(?:so|thus|therefore|hence|the|correct|right|final|best|answer|option|choice|is|be|must|"
-                     r"it|it's|i|i'd|i'll|which|corresponds|to|pick|choose|select|go|with|my)(?:[\s,:]+|(?=\()))*"  # cue words
-                     r"(?:\(([A-Ja-j])\)|([A-HJ])(?=[.:)]|$|\s+(?:is|was|would|must|seems)\b)|([a-hj])(?=[.:)]|$))"
+                     r"it|it's|i|i'd|i'll|which|corresponds|to|pick|choose|select|go|with|my|should)(?:[\s,:]+|(?=\()))*"  # cue words
+                     r"(?:\(([A-Ja-j])\)|([A-HJ])(?=[.,:)]|$|\s+(?:is|was|would|must|seems)\b)|([a-hj])(?=[.:)]|$))"
                      r"[.:)]?(.*)", re.S)
 
 
@@ -373,10 +375,9 @@ def _structure(s):
         items = _split(s[1:-1])
         if len(items) > 1:
             return s[0] + s[-1], items
-    parts = _split(s)
-    for sep in (r"\\cup", r"(?<![a-zA-Z])(?:or|and)(?![a-zA-Z])"):
-        if len(parts) == 1:
-            parts = re.split(sep, s)
+    parts = [q for p in _split(s) for q in re.split(r"(?<![a-zA-Z])(?:or|and)(?![a-zA-Z])", p) if q.strip()]
+    if len(parts) == 1:
+        parts = re.split(r"\\cup", s)
     if len(parts) == 1 and s.count("\\pm") == 1:
         x, y = s.split("\\pm")
         parts = [f"{x}+{y}", f"{x}-{y}"]
