@@ -232,7 +232,8 @@ _NORM = [(re.compile(p), r) for p, r in [
     (r"\\(?:[dtc]frac|varnothing|[lg]eq(?:slant)?|neq)(?![a-zA-Z])|[<>!]=", lambda m: _ALIAS[m[0]]),
     (r"\\\{\s*\\\}", r"\\emptyset"),
     (r"\\(?:left|right|displaystyle|bigl|bigr|big|Big)(?![a-zA-Z])|(?<!\\)\\[!,;: ]|~|\\\$|\$|\\[()\[\]]", ""),
-    (r"\{,\}", ","), (r"\\begin\{array\}\{[^{}]*\}", r"\\begin{array}"),
+    (r"\{,\}", ","), (r"\\begin\{array\}\{[^{}]*\}", r"\\begin{array}"), (r"(?<=[)\]])\s*U\s*(?=[(\[])", r"\\cup "),
+    (r"\\langle(?![a-z])", "("), (r"\\rangle(?![a-z])", ")"),
     (r"\^\s*\{?\s*\\circ\s*\}?|\\circ", ""), (r"\\?%|\bper\s?cent\b|\bpercent\b", "%"),
     (r"\\sqrt\s*\(", "sqrt("),
     # a \text{...} of plain words at the end, after a value, is a unit: 5\text{ cm}^2, 12\pi\text{ m}^2
@@ -295,7 +296,7 @@ _MIXED = re.compile(r"(-?)(\d+)\s*(?:(\d+)/(\d+)|\\frac\{(\d+)\}\{(\d+)\})")
 _SCI = re.compile(rf"(?:({_N})(?:[eE]|(?:\\times|\\cdot|\*|x)\s*10\^)|10\^)\{{?([+-]?\d+)\}}?")
 _BASE = re.compile(r"([0-9A-Za-z]+)_\{?\(?(\d+)\)?\}?")
 _REL = re.compile(r"(<|>|\\(?:le|ge|lt|gt|ne)(?![a-zA-Z]))")
-_REPEAT = re.compile(r"([+-]?)(\d*)\.(\d*)\\overline\{?(\d+)\}?")
+_REPEAT = re.compile(r"([+-]?)(\d*)\.(\d*)\\(?:overline|bar|dot)\{?(\d+)\}?")
 _LHS = re.compile(r"(?:[a-zA-Z](?:_\{?\w+\}?)?|\([a-zA-Z,]+\)|[a-zA-Z]\([a-zA-Z]\))(?:=|\\in(?![a-z]))(.+)", re.S)
 _SETLIKE = re.compile(r"<|>|\\(?:le|ge|ne|mathbb|setminus)(?![a-z])")
 
@@ -439,11 +440,13 @@ def _intervals(s):
     """A set of reals as [(bracket, low, high, bracket)]: a union (\\cup, or) of intervals, inequalities in
     one variable and \\mathbb{R} less some numbers; None if s is not one."""
     out, inf = [], ("-\\infty", "\\infty")
+    if m := re.fullmatch(r"\\\{[a-zA-Z](?:\\in\\mathbb ?\{?R\}?)?(?:\\mid|\||:)(.+)\\\}", s):
+        s = m[1]  # set-builder: \{x \mid x \ne 2\}
     for part in re.split(r"\\cup|(?<![a-zA-Z])or(?![a-zA-Z])", s):
         part = part.strip()
         r = _relation(part)
         var = [i for i, x in enumerate(r[0]) if re.fullmatch(r"[a-zA-Z]", x)] if r else []
-        if m := re.fullmatch(r"(?:[a-zA-Z]\\in)?\\mathbb\{?R\}?(?:(?:\\setminus|-|\\backslash)\\\{(.+)\\\})?", part):
+        if m := re.fullmatch(r"(?:[a-zA-Z]\\in)?\\mathbb ?\{?R\}?(?:(?:\\setminus|-|\\backslash)\\\{(.+)\\\})?", part):
             pts = _split(m[1]) if m[1] else []
             if any(_number(p) is None for p in pts):
                 return None

@@ -31,6 +31,9 @@ GRADED = {
         (r"\boxed{\frac{1}{3}}", r"0.\overline{6}", False),
         (r"\boxed{0.\overline{3}}", r"0.\overline{33}", True),
         (r"\boxed{0.\overline{34}}", r"0.\overline{3}", False),
+        (r"\boxed{0.\bar{3}}", r"\frac{1}{3}", True),
+        (r"\boxed{0.1\dot{6}}", r"\frac{1}{6}", True),
+        (r"\boxed{0.\bar{3}}", "0.3", False),
     ],
     # the same value in another notation
     "notation": [
@@ -87,6 +90,8 @@ GRADED = {
         (r"\boxed{1,\!200}", "1200", True),
         (r"\boxed{\frac{\sqrt{3}}{2}}", r"\frac{1}{2}", False),
         (r"\boxed{\$1{,}200}", "1.2", False),
+        (r"\boxed{\langle 1, -2 \rangle}", "(1,-2)", True),
+        (r"\boxed{\langle 1, -2 \rangle}", "(-2,1)", False),
     ],
     # sets of reals: intervals, inequalities, R less points, unions -- endpoints and brackets must agree
     "real_sets": [
@@ -115,7 +120,13 @@ GRADED = {
         ("The domain is all real numbers except 2.", r"(-\infty,2)\cup(2,\infty)", False),  # words: not handled
         (r"\boxed{0<x< 1}", r"(0,1]", False),
         (r"\boxed{x \le 1}", r"(0,1]", False),
-        (r"\boxed{\{x \mid x \neq 2\}}", r"(-\infty,2)\cup(2,\infty)", False),  # set-builder: not handled
+        (r"\boxed{\{x \mid x \neq 2\}}", r"(-\infty,2)\cup(2,\infty)", True),
+        (r"\boxed{\{x \mid 2 < x < 5\}}", "(2,5)", True),
+        (r"\boxed{(-\infty,2) U (2,\infty)}", r"x \ne 2", True),
+        (r"\boxed{\mathbb R \setminus \{2\}}", r"x \ne 2", True),
+        (r"\boxed{\{x \mid x \neq 2\}}", r"(-\infty,2]\cup(2,\infty)", False),
+        (r"\boxed{\{x \mid 2 < x < 5\}}", "[2,5)", False),
+        (r"\boxed{(-\infty,2) U (2,\infty)}", r"x \ne 3", False),
         (r"\boxed{\mathbb{R}\setminus\{2\}}", r"(-\infty,2)\cup(2,\infty)\cup\{5\}", False),
         (r"\boxed{\mathbb{R}\setminus\{2\}}", r"(-\infty,3)\cup(3,\infty)", False),
         (r"\boxed{\mathbb{R}\setminus\{2\}}", r"(-\infty,2]\cup(2,\infty)", False),
