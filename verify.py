@@ -67,12 +67,15 @@ _PHRASE = re.compile(r"\banswers?\b\s*(?:\*\*\s*|__\s*)?(?:is|are)\b\s*:?|"  # '
                      r"^[ \t*#_]*(?:(?:the|my|final|correct|short)[ \t]+)*answers?(?:\s*\*\*|\s*__)?\s*:", re.I | re.M)
 _SO = re.compile(r"\b(?:so|thus|therefore|hence|then|finally|final|total|answer|result|gives|giving)\b|"
                  r"\\(?:implies|Rightarrow)", re.I)
-_REVISE = re.compile(r"\b(?:wait|actually|oops|mistake|wrong|incorrect|error|correction|re-?check|re-?calculat|"
-                     r"recomput|reconsider|redo|misread|miscalculat|instead)|\bno\b[,.!;:]", re.I)
+# after an answer, a revision cue hands over to the value stated after it; a retraction without one rejects
+_RETRACT = re.compile(r"\b(?:mistake|wrong|incorrect|error|oops|mis(?:read|calculat|count|took)|forgot|missed|overlook|"
+                      r"typo|re-?check|re-?calculat|recomput|recount|reconsider|redo|scratch that|second thought)|"
+                      r"\bno\b[,.!;:]|(?:\bnot|n't) (?:be )?(?:right|correct)", re.I)
+_REVISE = re.compile(_RETRACT.pattern + r"|\b(?:wait|actually|correct(?:ion|ed)?|instead|rather|sorry|hold on)\b", re.I)
 # clause ends: sentence ends, new lines, ';', ', word' (not ', and'); never inside $...$, \(...\), \[...\]
 _END = re.compile(r"\$\$.{0,500}?\$\$|\\\[.{0,500}?\\\]|\\\(.{0,300}?\\\)|\$(?![\d\s])[^$\n]{0,300}\$"
                   r"|[.!?](?=\s|$)|\n|;|,\s+(?!and\b|or\b)(?=[a-zA-Z]{2})", re.S)
-_VALUE = re.compile(r"\$(?!\s)|\\[a-zA-Z(\[]|[-+−]?\.?\d|[€£¥π√∞]|[(\[{]\s*[-+−.\d\\$]"
+_VALUE = re.compile(r"\$(?![\s.,;:!?]|$)|\\[a-zA-Z(\[]|[-+−]?\.?\d|[€£¥π√∞]|[(\[{]\s*[-+−.\d\\$]"
                     r"|(?<![a-zA-Z'])[a-zA-Z]\s*(?:=|<|>|≤|≥|\\[lgn]e(?![a-z]))")  # where a stated value starts
 _HEDGE = re.compile(r"\b(?:not|than|about|approx\w*|around|roughly|nearly|almost|over|under|least|most|if|suppose|"
                     r"assum\w*|could|might|maybe|perhaps|probably|between|from|except)\b|n't\b", re.I)
@@ -148,7 +151,7 @@ def _unmarked(text):
         c = c.replace("**", "").strip()
         m, letter = _VALUE.search(c), _choice(_norm(c))
         if m is None and letter is None:
-            if _REVISE.search(c) or re.search(r"\w$", c):
+            if _RETRACT.search(c) or re.search(r"\w$", c):
                 return None  # 'Wait, that is wrong.' or cut off: 'Now we add the'
             continue  # a remark: 'I hope it helps!'
         if c.endswith("?") or _HEDGE.search(c if letter else c[:m.start()]):
@@ -164,7 +167,7 @@ def _unmarked(text):
         if len(parts := _IS.split(ans)) > 1 and _VALUE.search(parts[-1]) and not re.search(r"\d", parts[0]):
             ans = parts[-1]  # 'the value of $x$ is $-3$'
         ans = re.sub(r"\s+is\s+(?:the|our|my)\s+(?:final\s+|correct\s+)?(?:answer|result)\W*$", "", ans)
-        if (t := _TRAIL.fullmatch(ans)) and not ("n't" in t[2] or _REVISE.search(t[2]) or
+        if (t := _TRAIL.fullmatch(ans)) and not ("n't" in t[2] or _RETRACT.search(t[2]) or
                                                  set(re.findall(r"[a-z]+", t[2].lower())) - {"to", "than"} & (_MATHWORDS | _HEDGES)):
             ans = t[1]
         return ans
@@ -198,8 +201,10 @@ def extract_answer(response: str) -> str | None:
         ans = _unmarked(response)
     else:
         _, end, ans = max(cands)  # a revision after it ('\boxed{12}. Wait, it's 14.') or a hedged answer
-        if _REVISE.search(_drop_remark(response[end:])) or _HEDGE.search(ans):  # ('The answer is not obvious')
-            ans = _unmarked(response[end:])
+        tail = _drop_remark(response[end:])  # ('The answer is not obvious') defers to what follows
+        if _REVISE.search(tail) or _HEDGE.search(ans):
+            later = _unmarked(response[end:])
+            ans = later or (None if _RETRACT.search(tail) or _HEDGE.search(ans) or _VALUE.search(tail) else ans)
     ans = ans and ans.strip().strip("*").strip().rstrip(".,;").strip()
     return ans or None
 
