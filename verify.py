@@ -3,22 +3,30 @@ r"""The verifiable reward R_m (SPEC step 3): does a response's final answer equa
 verify(response, gold) -> bool and extract_answer(response) -> str | None are pure functions;
 `stats` counts calls, errors (exceptions turned into False) and timeouts of the symbolic check.
     python verify.py $'23*47 = 1081\n#### 1081' 1081     # prints the extracted answer and the verdict
-    python -m pytest -q tests/test_verify.py
+    python -m pytest -q tests/test_verify.py tests/test_verify_graded.py
 Cheapest first: the final answer is whichever of the last \boxed{}, '#### N' and 'the answer is'
-comes last; both sides are normalised (units, $, \dfrac, separators, markup); plain numbers compare
-exactly as Fractions in-process; lists, sets, tuples, intervals and matrices compare item by item;
-only what is left (radicals, pi, symbols) goes to sympy, in a helper process that is killed after
-SYMPY_TIMEOUT seconds (signal.alarm would only work on the main thread). Exact means exact: 0.33 is
-not 1/3, and 15 is not 0.15.
+comes last, unless a revision follows it ('Wait, that's wrong; it's 14.': the value stated after it;
+a retraction without one is no answer). With no marker, the final statement decides -- the last
+clause that states a value ('so the speed is 40 mph.', 'Therefore n = 4.') or picks an option letter,
+never the last number wherever it is (math-verify, lm-eval's flexible match): remarks after it are
+skipped, but a hedge ('about 40', 'not 40'), a question, a retraction, or a computation line with no
+words and no period (a response cut off: '920 + 161 = 1081') give no answer. Both sides are
+normalised (units, $, \dfrac, separators, markup); plain numbers compare exactly as Fractions
+in-process; lists, sets, tuples and matrices item by item; intervals, one-variable inequalities and
+R less points as sets of reals; two equations up to a constant factor; only what is left (radicals,
+pi, symbols) goes to sympy, in a helper process that is killed after SYMPY_TIMEOUT seconds
+(signal.alarm would only work on the main thread). Exact means exact: 0.33 is not 1/3, 15 is not
+0.15, and 50% is 0.5 (a bare gold p also matches p% when p >= 1: GSM8K states 'what percent?' golds bare).
 
 Deliberately not handled (all rejected unless said otherwise):
-  no final-answer statement   a bare '1081', or '... = 1081' cut off before '####' / a box / 'answer is'
-  prose after the answer      'The answer is 5 because ...', 'B, since ...'; 'St. Louis' is cut at 'St'
+  unmarked finals             number words 'twelve'; '= 12' alone on a line; text answers ('on Monday')
+  prose after the answer      'The answer is 5 because ...' (but ', since ...' and '(a remark)' are cut)
   units                       single-letter plain units '5 m' (but '5\text{ m}' works); '4 h 30 min' vs 4.5
-  approximation               gold '3.14' vs '\pi' (no tolerance either way); repeating '0.\overline{3}'
-  equivalent forms            '[3, \infty)' vs 'x \ge 3'; '2x+2y=2' vs 'x+y=1'; 'sin^2 x + cos^2 x' vs 1
-  notation                    subscripts 'a_1', '\log_2 8'; factorials '5!'; '\mathbb{R}'
-  accepted on purpose         '1,234' is 1234, never the list 1, 234; 'y = 3' matches gold 'x = 3'
+  approximation               gold '3.14' vs '\pi' (no tolerance either way)
+  equivalent forms            'sin^2 x + cos^2 x' vs 1; unions not in simplest form; 'x + y > 3' vs '3 < x + y'
+  notation                    subscripts 'a_1', '\log_2 8'; factorials '5!'
+  accepted on purpose         '1,234' is 1234, never the list 1, 234; 'y = 3' matches gold 'x = 3', and
+                              'x + y = 9' gold 9 (an answer's last side); '5%' matches gold 5
 """
 import atexit
 import functools
@@ -142,43 +150,48 @@ def _clauses(text):
 
 
 def _unmarked(text):
-    """The final statement of a text without a marker: the last clause that states a value or picks an
-    option letter, from the value on ('the speed is 40 mph' -> '40 mph', 'Therefore n = 4.' -> 'n = 4',
-    'so B'). Later clauses may only be remarks ('I hope it helps.'). None if a revision cue comes after
-    it ('Wait, that is wrong.'), if it is a question or hedged ('about 40', 'more than 40'), or a bare
-    computation ('920 + 161 = 1081' without a word: what a response cut off mid-work looks like)."""
+    """The final statement of a text without a marker: its last clause that states a value or picks an
+    option letter ('so B'), from the value on. Clauses after it may only be remarks ('I hope it helps!').
+    None if a retraction follows it ('Wait, that is wrong.'), if it is a question or hedged ('about 40',
+    'more than 40'), or a bare computation without a period ('920 + 161 = 1081': a response cut off)."""
     for c in reversed(_clauses(_drop_remark(text[-1000:]))):
         c = c.replace("**", "").strip()
         m, letter = _VALUE.search(c), _choice(_norm(c))
         if m is None and letter is None:
-            if _RETRACT.search(c) or re.search(r"\w$", c):
-                return None  # 'Wait, that is wrong.' or cut off: 'Now we add the'
-            continue  # a remark: 'I hope it helps!'
+            if _RETRACT.search(c) or re.search(r"\w$", c):  # 'That is wrong.', or cut off: 'Now we add the'
+                return None
+            continue
         if c.endswith("?") or _HEDGE.search(c if letter else c[:m.start()]):
             return None
         if letter:
             return c  # 'So the correct option is (B) 42.'
-        if len(parts := c.rsplit(": ", 1)) > 1 and (m2 := _VALUE.search(parts[1])):
-            c, m = parts[1], m2  # 'Step 3: add them: 6 + 6 = 12.'
-        head = c[:m.start()]
-        if not re.search(r"[a-zA-Z]{2}", head) and "=" in c and not _ASSIGN.fullmatch(c) and c[-1] not in ".!":
+        if _VALUE.search(c.rsplit(": ", 1)[-1]):
+            c = c.rsplit(": ", 1)[-1]  # 'Step 3: add them: 6 + 6 = 12.'
+        m = _VALUE.search(c)
+        if "=" in c and not re.search(r"[a-zA-Z]{2}", c[:m.start()]) and not _ASSIGN.fullmatch(c) and c[-1] not in ".!":
             return None
-        ans = c[m.start():]
-        if len(parts := _IS.split(ans)) > 1 and _VALUE.search(parts[-1]) and not re.search(r"\d", parts[0]):
-            ans = parts[-1]  # 'the value of $x$ is $-3$'
-        ans = re.sub(r"\s+is\s+(?:the|our|my)\s+(?:final\s+|correct\s+)?(?:answer|result)\W*$", "", ans)
-        if (t := _TRAIL.fullmatch(ans)) and not ("n't" in t[2] or _RETRACT.search(t[2]) or
-                                                 set(re.findall(r"[a-z]+", t[2].lower())) - {"to", "than"} & (_MATHWORDS | _HEDGES)):
-            ans = t[1]
-        return ans
+        return _stated(c[m.start():])
     return None
+
+
+def _stated(s):
+    """The value a final statement states: after 'is' if its subject is math ('$x$ is $-3$'), less the words
+    after it ('$18 every day at the market.') unless they hedge or retract ('5 million', '3 times as many')."""
+    if len(parts := _IS.split(s)) > 1 and _VALUE.search(parts[-1]) and not re.search(r"\d", parts[0]):
+        s = parts[-1]
+    if t := _TRAIL.fullmatch(s):
+        words = set(re.findall(r"[a-z]+", t[2].lower())) - {"to", "than"}
+        if not (words & (_MATHWORDS | _HEDGES) or "n't" in t[2] or _RETRACT.search(t[2])):
+            return t[1]
+    return s
 
 
 def extract_answer(response: str) -> str | None:
     """The final answer: the last \\boxed{} (several on one line join as 'a, b' unless 'so' comes between),
-    '#### N' or '(final) answer is/:' -- whichever comes last; if a revision ('Wait, ...') follows it,
-    the last value stated after it (_unmarked); with none of these markers, the final statement of
-    the response (_unmarked). None if there is no answer or the last box is unclosed."""
+    '#### N' or '(final) answer is/:' -- whichever comes last; if a revision follows ('\\boxed{12}. Wait, it
+    is 14.') or the answer is hedged ('The answer is not obvious. ...'), the value stated later if any.
+    With none of these markers, the final statement of the response (_unmarked). None if there is no
+    answer or the last box is unclosed."""
     cands = []  # (start, end, answer)
     boxes = _boxes(response)
     if boxes is None:
@@ -200,11 +213,11 @@ def extract_answer(response: str) -> str | None:
     if not cands:
         ans = _unmarked(response)
     else:
-        _, end, ans = max(cands)  # a revision after it ('\boxed{12}. Wait, it's 14.') or a hedged answer
-        tail = _drop_remark(response[end:])  # ('The answer is not obvious') defers to what follows
-        if _REVISE.search(tail) or _HEDGE.search(ans):
-            later = _unmarked(response[end:])
-            ans = later or (None if _RETRACT.search(tail) or _HEDGE.search(ans) or _VALUE.search(tail) else ans)
+        _, end, ans = max(cands)
+        tail = _drop_remark(response[end:])
+        if _REVISE.search(tail) or _HEDGE.search(ans):  # no later value: a retraction or a revision cue
+            revised = _RETRACT.search(tail) or _REVISE.search(tail) and _VALUE.search(tail)  # with a value
+            ans = _unmarked(response[end:]) or (None if revised else ans)  # we cannot read rejects
     ans = ans and ans.strip().strip("*").strip().rstrip(".,;").strip()
     return ans or None
 
@@ -232,13 +245,12 @@ _HEDGES = {"not", "least", "most", "about", "approximately", "roughly", "plus", 
            "would", "but", "if", "unless", "maybe", "perhaps", "probably", "could", "might", "except"}
 _ALIAS = {"\\dfrac": "\\frac", "\\tfrac": "\\frac", "\\cfrac": "\\frac", "\\varnothing": "\\emptyset",
           "\\leq": "\\le", "\\leqslant": "\\le", "<=": "\\le", "\\geq": "\\ge", "\\geqslant": "\\ge", ">=": "\\ge",
-          "\\neq": "\\ne", "!=": "\\ne"}
+          "\\neq": "\\ne", "!=": "\\ne", "\\langle": "(", "\\rangle": ")"}
 _NORM = [(re.compile(p), r) for p, r in [
-    (r"\\(?:[dtc]frac|varnothing|[lg]eq(?:slant)?|neq)(?![a-zA-Z])|[<>!]=", lambda m: _ALIAS[m[0]]),
+    (r"\\(?:[dtc]frac|varnothing|[lg]eq(?:slant)?|neq|[lr]angle)(?![a-zA-Z])|[<>!]=", lambda m: _ALIAS[m[0]]),
     (r"\\\{\s*\\\}", r"\\emptyset"),
     (r"\\(?:left|right|displaystyle|bigl|bigr|big|Big)(?![a-zA-Z])|(?<!\\)\\[!,;: ]|~|\\\$|\$|\\[()\[\]]", ""),
     (r"\{,\}", ","), (r"\\begin\{array\}\{[^{}]*\}", r"\\begin{array}"), (r"(?<=[)\]])\s*U\s*(?=[(\[])", r"\\cup "),
-    (r"\\langle(?![a-z])", "("), (r"\\rangle(?![a-z])", ")"),
     (r"\^\s*\{?\s*\\circ\s*\}?|\\circ", ""), (r"\\?%|\bper\s?cent\b|\bpercent\b", "%"),
     (r"\\sqrt\s*\(", "sqrt("),
     # a \text{...} of plain words at the end, after a value, is a unit: 5\text{ cm}^2, 12\pi\text{ m}^2
@@ -277,8 +289,8 @@ def _text(s):
 
 
 _GOLD_CHOICE = re.compile(r"\(?([A-J])\)?|\(([a-j])\)")
-_CHOICE = re.compile(r"(?i:(?:so|thus|therefore|hence|the|correct|right|final|best|answer|option|choice|is|be|must|"
-                     r"it|it's|i|i'd|i'll|which|corresponds|to|pick|choose|select|go|with|my|should)(?:[\s,:]+|(?=\()))*"  # cue words
+_CHOICE = re.compile(r"(?i:(?:so|thus|therefore|hence|the|correct|right|final|best|answer|option|choice|is|be|must|it|"
+                     r"it's|i|i'd|i'll|which|corresponds|to|pick|choose|select|go|with|my|should)(?:[\s,:]+|(?=\()))*"
                      r"(?:\(([A-Ja-j])\)|([A-HJ])(?=[.,:)]|$|\s+(?:is|was|would|must|seems)\b)|([a-hj])(?=[.:)]|$))"
                      r"[.:)]?(.*)", re.S)
 
@@ -416,8 +428,8 @@ def _struct_equal(a, g):
     """Equality of normalised answers: sets of reals as intervals, two equations as equations, lists and
     sets order-free, tuples/intervals/matrices item by item."""
     if _SETLIKE.search(a + g) and (ig := _intervals(g)) is not None:
-        return (ia := _intervals(a)) is not None and _matched(ia, ig, lambda x, y: x[0] + x[3] == y[0] + y[3] and _scalar_equal(x[1], y[1])
-                        and _scalar_equal(x[2], y[2]))
+        same = lambda x, y: x[0] + x[3] == y[0] + y[3] and _scalar_equal(x[1], y[1]) and _scalar_equal(x[2], y[2])
+        return (ia := _intervals(a)) is not None and _matched(ia, ig, same)
     (ka, ia), (kg, ig) = _structure(a), _structure(g)
     if ka == kg == "scalar" and a.count("=") == g.count("=") == 1 and not (_LHS.fullmatch(a) and _LHS.fullmatch(g)):
         return _scalar_equal(a, g)  # y = 2x + 3 and 2x - y + 3 = 0: the same line, compared as equations
@@ -477,7 +489,7 @@ def _intervals(s):
 
 
 def _scalar_equal(a, g):
-    """Equality of two normalised single answers: exact numbers, bases, relations, equations, then sympy."""
+    """Equality of two normalised single answers: exact numbers, bases, equations, then sympy."""
     if a == g:
         return True
     if "=" in a and "=" not in g:  # x + y = 9 against 9: the answer's value is its last side
@@ -489,10 +501,6 @@ def _scalar_equal(a, g):
     if ba or bg:  # 312_5 is not 312_6; a bare 312 may answer 312_5
         return bool(bg) and (ba[1] if ba else a).upper().lstrip("0") == bg[1].upper().lstrip("0") \
             and (not ba or ba[2] == bg[2])
-    ra, rg = _relation(a), _relation(g)
-    if ra or rg:
-        return bool(ra and rg) and ra[1] == rg[1] and len(ra[0]) == len(rg[0]) and \
-            all(_scalar_equal(p, q) for p, q in zip(ra[0], rg[0]))
     if "=" in g:  # equations: l1 - r1 = c (l2 - r2) for a constant c != 0
         if a.count("=") != 1 or g.count("=") != 1:
             return False

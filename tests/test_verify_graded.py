@@ -6,6 +6,7 @@ import pytest
 
 import verify as V
 
+P1234 = r"\begin{pmatrix}1&2\\3&4\end{pmatrix}"
 GRADED = {
     # a repeating decimal is exact: 0.\overline{3} is 1/3 (but 0.333 is not)
     "repeating": [
@@ -147,14 +148,18 @@ GRADED = {
     ],
     # matrices in any environment, also array inside \left[ \right]
     "matrices": [
-        (r"\boxed{\left[\begin{array}{cc} 1 & 2 \\ 3 & 4 \end{array}\right]}", r"\begin{pmatrix}1&2\\3&4\end{pmatrix}", True),
-        (r"\boxed{\left(\begin{array}{rr} -1 & 0 \\ 0 & 1 \end{array}\right)}", r"\begin{bmatrix}-1&0\\0&1\end{bmatrix}", True),
-        (r"\boxed{\begin{bmatrix} \frac12 \\ 3 \end{bmatrix}}", r"\left[\begin{array}{c} 0.5 \\ 3 \end{array}\right]", True),
-        (r"\boxed{\begin{smallmatrix} 1 & 0 \\ 0 & 1 \end{smallmatrix}}", r"\begin{pmatrix}1&0\\0&1\end{pmatrix}", True),
-        (r"\boxed{\left[\begin{array}{cc} 1 & 2 \\ 3 & 4 \end{array}\right]}", r"\begin{pmatrix}1&3\\2&4\end{pmatrix}", False),
-        (r"\boxed{\left[\begin{array}{cc} 1 & 2 \\ 3 & 5 \end{array}\right]}", r"\begin{pmatrix}1&2\\3&4\end{pmatrix}", False),
-        (r"\boxed{\left[\begin{array}{ccc} 1 & 2 & 3 \end{array}\right]}", r"\begin{pmatrix}1&2\\3&4\end{pmatrix}", False),
-        (r"\boxed{\begin{vmatrix} 1 & 2 \\ 3 & 4 \end{vmatrix}}", r"\begin{pmatrix}1&2\\3&4\end{pmatrix}", False),
+        (r"\boxed{\left[\begin{array}{cc} 1 & 2 \\ 3 & 4 \end{array}\right]}", P1234, True),
+        (r"\boxed{\left(\begin{array}{rr} -1 & 0 \\ 0 & 1 \end{array}\right)}", r"\begin{bmatrix}-1&0\\0&1\end{bmatrix}",
+         True),
+        (r"\boxed{\begin{bmatrix} \frac12 \\ 3 \end{bmatrix}}", r"\left[\begin{array}{c} 0.5 \\ 3 \end{array}\right]",
+         True),
+        (r"\boxed{\begin{smallmatrix} 1 & 0 \\ 0 & 1 \end{smallmatrix}}", r"\begin{pmatrix}1&0\\0&1\end{pmatrix}",
+         True),
+        (r"\boxed{\left[\begin{array}{cc} 1 & 2 \\ 3 & 4 \end{array}\right]}", r"\begin{pmatrix}1&3\\2&4\end{pmatrix}",
+         False),
+        (r"\boxed{\left[\begin{array}{cc} 1 & 2 \\ 3 & 5 \end{array}\right]}", P1234, False),
+        (r"\boxed{\left[\begin{array}{ccc} 1 & 2 & 3 \end{array}\right]}", P1234, False),
+        (r"\boxed{\begin{vmatrix} 1 & 2 \\ 3 & 4 \end{vmatrix}}", P1234, False),  # a determinant is a number
     ],
     # an answer stated as an equation: its last side is the value; two equations are the same line
     "equations": [
@@ -207,7 +212,7 @@ GRADED = {
         ("Half of 60 is 30.\n30 degrees", "30", True),
         ("4 items at €3 each, so the total is €12.", "12", True),
         ("We have 2n = 8. Therefore n = 4.", "4", True),
-        (r"The square root needs $x - 1 \ge 0$ and the fraction needs $x < 6$, so the domain is $[1, 6)$.", "[1,6)", True),
+        (r"Both roots need $x - 1 \ge 0$ and $x < 6$, so the domain is $[1, 6)$.", "[1,6)", True),
         ("Solving both equations, the lines meet at the point (2, 3).", "(2, 3)", True),
         (r"One outcome out of three is favourable, so the probability is $\frac{1}{3}$.", r"\frac13", True),
         ("She had 20 apples and gave away 8, so she has 12 apples left.", "12", True),
@@ -239,7 +244,7 @@ GRADED = {
         ("She is 7 years older than her brother.", "7", True),
         ("Hence the required number is 0.", "0", True),
         ("Thus, the ratio is 3:4.", "3:4", True),
-        ("Step 1: apples cost 3 * $2 = $6.\nStep 2: pears cost 2 * $3 = $6.\nStep 3: add them: $6 + $6 = $12.", "12", True),
+        ("Step 1: apples cost 3 * $2 = $6.\nStep 2: pears cost 2 * $3 = $6.\nStep 3: add: $6 + $6 = $12.", "12", True),
         ("- Apples: 3 x 2 = 6\n- Pears: 2 x 3 = 6\n- Total: 12", "12", True),
         ("Tom spent a total of **$12**.", "12", True),
         ("The final amount is 12.00 dollars.", "12", True),
