@@ -79,7 +79,7 @@ _SO = re.compile(r"\b(?:so|thus|therefore|hence|then|finally|final|total|answer|
 _RETRACT = re.compile(r"\b(?:mistake|wrong|incorrect|error|oops|mis(?:read|calculat|count|took)|forgot|missed|overlook|"
                       r"typo|re-?check|re-?calculat|recomput|recount|reconsider|redo|scratch that|second thought)|"
                       r"\bno\b[,.!;:]|(?:\bnot|n't) (?:be )?(?:right|correct)", re.I)
-_REVISE = re.compile(_RETRACT.pattern + r"|\b(?:wait|actually|correct(?:ion|ed)?|instead|rather|sorry|hold on)\b", re.I)
+_REVISE = re.compile(_RETRACT.pattern + r"|\b(?:wait|actually|correct(?:ion|ed)?|instead|rather|sorry|hold on|maybe|perhaps|possibly)\b", re.I)
 # clause ends: sentence ends, new lines, ';', ', word' (not ', and'); never inside $...$, \(...\), \[...\]
 _END = re.compile(r"\$\$.{0,500}?\$\$|\\\[.{0,500}?\\\]|\\\(.{0,300}?\\\)|\$(?![\d\s])[^$\n]{0,300}\$"
                   r"|[.!?](?=\s|$)|\n|;|,\s+(?!and\b|or\b)(?=[a-zA-Z]{2})", re.S)
@@ -136,7 +136,7 @@ def _drop_remark(s):
     i = s.rfind("(")
     m = re.fullmatch(r"\(([^()]*)\)\W*", s[i:]) if i >= 0 else None
     words = re.findall(r"(?<![\\a-zA-Z])[a-zA-Z]{2,}", m[1]) if m else []
-    return s[:i] if any(w.lower() not in _MATHWORDS for w in words) else s
+    return s[:i] if any(w.lower() not in _MATHWORDS for w in words) and words[0] != "or" else s
 
 
 def _clauses(text):
@@ -158,8 +158,9 @@ def _unmarked(text):
         c = c.replace("**", "").strip()
         m, letter = _VALUE.search(c), _choice(_norm(c))
         if m is None and letter is None:
-            if _RETRACT.search(c) or re.search(r"\w$", c):  # 'That is wrong.', or cut off: 'Now we add the'
-                return None
+            named = re.search(r"\b[A-HJ]\b|\([A-Ja-j]\)", c) and not re.match(r"(?i:since|because|as)\b", c)
+            if _RETRACT.search(c) or re.search(r"\w$", c) or named:  # 'That is wrong.', cut off ('Now we add
+                return None  # the'), an option named but not picked ('A would be too big.')
             continue
         if c.endswith("?") or _HEDGE.search(c if letter else c[:m.start()]):
             return None
@@ -242,7 +243,8 @@ _MATHWORDS = {"sqrt", "sin", "cos", "tan", "cot", "sec", "csc", "log", "exp", "a
               "ln", "oo"}
 _HEDGES = {"not", "least", "most", "about", "approximately", "roughly", "plus", "minus", "over", "than", "as",
            "million", "billion", "thousand", "hundred", "dozen", "half", "twice", "double", "too", "be", "will",
-           "would", "but", "if", "unless", "maybe", "perhaps", "probably", "could", "might", "except"}
+           "would", "but", "if", "unless", "maybe", "perhaps", "probably", "could", "might", "except", "squared",
+           "cubed", "power"}
 _ALIAS = {"\\dfrac": "\\frac", "\\tfrac": "\\frac", "\\cfrac": "\\frac", "\\varnothing": "\\emptyset",
           "\\leq": "\\le", "\\leqslant": "\\le", "<=": "\\le", "\\geq": "\\ge", "\\geqslant": "\\ge", ">=": "\\ge",
           "\\neq": "\\ne", "!=": "\\ne", "\\langle": "(", "\\rangle": ")"}
@@ -290,8 +292,9 @@ def _text(s):
 
 _GOLD_CHOICE = re.compile(r"\(?([A-J])\)?|\(([a-j])\)")
 _CHOICE = re.compile(r"(?i:(?:so|thus|therefore|hence|the|correct|right|final|best|answer|option|choice|is|be|must|it|"
-                     r"it's|i|i'd|i'll|which|corresponds|to|pick|choose|select|go|with|my|should)(?:[\s,:]+|(?=\()))*"
-                     r"(?:\(([A-Ja-j])\)|([A-HJ])(?=[.,:)]|$|\s+(?:is|was|would|must|seems)\b)|([a-hj])(?=[.:)]|$))"
+                     r"it's|i|i'd|i'll|which|corresponds|to|pick|choose|select|go|with|my|should|think)(?:[\s,:]+|(?=\()))*"
+                     r"(?:\(([A-Ja-j])\)|([A-HJ])(?=[.,:)]|$|\s+(?:is|must be|seems) (?:the )?(?:correct|right|best|answer))"
+                     r"|([a-hj])(?=[.:)]|$))"
                      r"[.:)]?(.*)", re.S)
 
 

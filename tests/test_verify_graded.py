@@ -149,7 +149,7 @@ GRADED = {
     # matrices in any environment, also array inside \left[ \right]
     "matrices": [
         (r"\boxed{\left[\begin{array}{cc} 1 & 2 \\ 3 & 4 \end{array}\right]}", P1234, True),
-        (r"\boxed{\left(\begin{array}{rr} -1 & 0 \\ 0 & 1 \end{array}\right)}", r"\begin{bmatrix}-1&0\\0&1\end{bmatrix}",
+        (r"\boxed{\left(\begin{array}{rr} -1&0 \\ 0&1 \end{array}\right)}", r"\begin{bmatrix}-1&0\\0&1\end{bmatrix}",
          True),
         (r"\boxed{\begin{bmatrix} \frac12 \\ 3 \end{bmatrix}}", r"\left[\begin{array}{c} 0.5 \\ 3 \end{array}\right]",
          True),
@@ -301,6 +301,9 @@ GRADED = {
         ("5\nThe", "5", False),
         ("12 is not the total.", "12", False),
         ("12 would be the total if she kept them all.", "12", False),
+        ("The area is 12 squared.", "12", False),
+        ("So the total is 12 dozen eggs.", "12", False),
+        ("So the answer is 12, or perhaps 14.", "12", False),
     ],
     # a correction after the answer: the last value stated decides, with or without a marker
     "revisions": [
@@ -332,6 +335,7 @@ GRADED = {
         ("#### 12\nI missed one box, so 15.", "15", True),
         (r"$\boxed{12}$. This is the correct answer.", "12", True),
         (r"$\boxed{12}$. Actually, that matches the table.", "12", True),
+        (r"$\boxed{12}$ (rounded to the nearest whole number)", "12", True),
         ("The answer is not obvious. Let us compute: 2 * 7 = 14.", "14", True),
         ("4 boxes of 3 is 12. Wait, that's wrong; it's 14.", "12", False),
         ("So 12. Wait, I misread: there are 5 boxes, so 15.", "12", False),
@@ -363,6 +367,8 @@ GRADED = {
         ("#### 12\nHold on, that's not right.", "12", False),
         (r"$\boxed{12}$. Hmm, I think I made an error somewhere.", "12", False),
         ("So the total is 12. Oops, I double counted.", "12", False),
+        (r"$\boxed{12}$, or perhaps 14.", "12", False),
+        (r"$\boxed{12}$. Maybe it is 14.", "12", False),
         ("The answer is not obvious. Let us compute: 2 * 7 = 14.", "2", False),
     ],
     # solutions in any order, with or without 'x =', in prose
@@ -480,6 +486,11 @@ GRADED = {
         ("Both A and B are correct.", "A", False),
         ("Neither A nor B.", "A", False),
         ("Comparing, (a) and (b) are too small, so the answer is (c).", "A", False),
+        ("So B. A would be too big.", "A", False),
+        ("Option B is tempting. I think it's A.", "B", False),
+        ("So B is correct. A is wrong.", "A", False),
+        ("Option B is tempting. I think it's A.", "A", True),
+        ("A is the answer.", "A", True),
     ],
 }
 FLAT = [(kind, r, g, e) for kind, rows in GRADED.items() for r, g, e in rows]
