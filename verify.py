@@ -71,25 +71,30 @@ def verify(response: str, gold: str) -> bool:
 # extraction
 
 _BOX = re.compile(r"\\(?:boxed|fbox)")
-_PHRASE = re.compile(r"\banswers?\b\s*(?:\*\*\s*|__\s*)?(?:is|are)\b\s*:?|"  # 'Answer:' only where a line starts
+# 'the answer is', and 'Answer:' where a line starts (not 'To answer this:')
+_PHRASE = re.compile(r"\banswers?\b\s*(?:\*\*\s*|__\s*)?(?:is|are)\b\s*:?|"
                      r"^[ \t*#_]*(?:(?:the|my|final|correct|short)[ \t]+)*answers?(?:\s*\*\*|\s*__)?\s*:", re.I | re.M)
+# between two boxes on a line, these make the earlier one a sub-result: '$x = \boxed{3}$, so $y = \boxed{9}$'
 _SO = re.compile(r"\b(?:so|thus|therefore|hence|then|finally|final|total|answer|result|gives|giving)\b|"
                  r"\\(?:implies|Rightarrow)", re.I)
-# after an answer, a revision cue hands over to the value stated after it; a retraction without one rejects
+# after an answer, a revision cue hands over to the value stated later; a retraction with none rejects
 _RETRACT = re.compile(r"\b(?:mistake|wrong|incorrect|error|oops|mis(?:read|calculat|count|took)|forgot|missed|overlook|"
                       r"typo|re-?check|re-?calculat|recomput|recount|reconsider|redo|scratch that|second thought)|"
                       r"\bno\b[,.!;:]|(?:\bnot|n't) (?:be )?(?:right|correct)", re.I)
-_REVISE = re.compile(_RETRACT.pattern + r"|\b(?:wait|actually|correct(?:ion|ed)?|instead|rather|sorry|hold on|maybe|perhaps|possibly)\b", re.I)
+_REVISE = re.compile(_RETRACT.pattern + r"|\b(?:wait|actually|correct(?:ion|ed)?|instead|rather|sorry|hold on|"
+                     r"maybe|perhaps|possibly)\b", re.I)
 # clause ends: sentence ends, new lines, ';', ', word' (not ', and'); never inside $...$, \(...\), \[...\]
 _END = re.compile(r"\$\$.{0,500}?\$\$|\\\[.{0,500}?\\\]|\\\(.{0,300}?\\\)|\$(?![\d\s])[^$\n]{0,300}\$"
                   r"|[.!?](?=\s|$)|\n|;|,\s+(?!and\b|or\b)(?=[a-zA-Z]{2})", re.S)
+# where a stated value starts: a number, $math$, a command, a bracket, 'x ='
 _VALUE = re.compile(r"\$(?![\s.,;:!?]|$)|\\[a-zA-Z(\[]|[-+−]?\.?\d|[€£¥π√∞]|[(\[{]\s*[-+−.\d\\$]"
-                    r"|(?<![a-zA-Z'])[a-zA-Z]\s*(?:=|<|>|≤|≥|\\[lgn]e(?![a-z]))")  # where a stated value starts
+                    r"|(?<![a-zA-Z'])[a-zA-Z]\s*(?:=|<|>|≤|≥|\\[lgn]e(?![a-z]))")
+# words before a value that make it no final answer: 'about 40', 'more than 40', 'not 40', 'if 40'
 _HEDGE = re.compile(r"\b(?:not|than|about|approx\w*|around|roughly|nearly|almost|over|under|least|most|if|suppose|"
                     r"assum\w*|could|might|maybe|perhaps|probably|between|from|except)\b|n't\b", re.I)
 _ASSIGN = re.compile(r"[\s$\\(\[]*[a-zA-Z]\s*=[^=]*")  # x = 3, $x=3$, \[ x = 3 \]
 _IS = re.compile(r"\s(?:is|are|was|were|equals|be)\s")
-# words after the value that end a final statement: '$18 every day at the market.', '7 more boxes left.'
+# a value and the words after it: '$18 | every day at the market.', '7 | more boxes.', '15 percent | of them'
 _TRAIL = re.compile(r"(.*(?:[\d$)\]}%]|\\[a-zA-Z]+)(?:\s*per\s?cent)?)(\s+(?!per\s?cent)[a-zA-Z][^\d$\\=<>(){}\[\]]*)",
                     re.S)
 
@@ -157,10 +162,10 @@ def _unmarked(text):
     for c in reversed(_clauses(_drop_remark(text[-1000:]))):
         c = c.replace("**", "").strip()
         m, letter = _VALUE.search(c), _choice(_norm(c))
-        if m is None and letter is None:
+        if m is None and letter is None:  # a remark ('I hope it helps!') is skipped; not so a retraction
             named = re.search(r"\b[A-HJ]\b|\([A-Ja-j]\)", c) and not re.match(r"(?i:since|because|as)\b", c)
-            if _RETRACT.search(c) or re.search(r"\w$", c) or named:  # 'That is wrong.', cut off ('Now we add
-                return None  # the'), an option named but not picked ('A would be too big.')
+            if _RETRACT.search(c) or re.search(r"\w$", c) or named:  # ('That is wrong.'), a clause cut off
+                return None  # ('Now we add the') or one naming an option it does not pick ('A would be too big.')
             continue
         if c.endswith("?") or _HEDGE.search(c if letter else c[:m.start()]):
             return None
@@ -169,7 +174,8 @@ def _unmarked(text):
         if _VALUE.search(c.rsplit(": ", 1)[-1]):
             c = c.rsplit(": ", 1)[-1]  # 'Step 3: add them: 6 + 6 = 12.'
         m = _VALUE.search(c)
-        if "=" in c and not re.search(r"[a-zA-Z]{2}", c[:m.start()]) and not _ASSIGN.fullmatch(c) and c[-1] not in ".!":
+        words = re.search(r"[a-zA-Z]{2}", c[:m.start()])
+        if "=" in c and not (words or _ASSIGN.fullmatch(c) or c[-1] in ".!"):  # '920 + 161 = 1081', cut off?
             return None
         return _stated(c[m.start():])
     return None
@@ -291,10 +297,11 @@ def _text(s):
 
 
 _GOLD_CHOICE = re.compile(r"\(?([A-J])\)?|\(([a-j])\)")
-_CHOICE = re.compile(r"(?i:(?:so|thus|therefore|hence|the|correct|right|final|best|answer|option|choice|is|be|must|it|"
-                     r"it's|i|i'd|i'll|which|corresponds|to|pick|choose|select|go|with|my|should|think)(?:[\s,:]+|(?=\()))*"
-                     r"(?:\(([A-Ja-j])\)|([A-HJ])(?=[.,:)]|$|\s+(?:is|must be|seems) (?:the )?(?:correct|right|best|answer))"
-                     r"|([a-hj])(?=[.:)]|$))"
+_CUES = (r"so|thus|therefore|hence|the|correct|right|final|best|answer|option|choice|is|be|must|should|it|it's|i|"
+         r"i'd|i'll|think|which|corresponds|to|pick|choose|select|go|with|my")
+_CHOICE = re.compile(rf"(?i:(?:{_CUES})(?:[\s,:]+|(?=\()))*"  # cue words, then a letter that is no article
+                     r"(?:\(([A-Ja-j])\)|([A-HJ])(?=[.,:)]|$|\s+(?:is|must be|seems) (?:the )?(?:correct|right|best|"
+                     r"answer))|([a-hj])(?=[.:)]|$))"
                      r"[.:)]?(.*)", re.S)
 
 
