@@ -473,15 +473,13 @@ def _intervals(s):
         part = part.strip()
         r = _relation(part)
         var = [i for i, x in enumerate(r[0]) if re.fullmatch(r"[a-zA-Z]", x)] if r else []
-        if m := re.fullmatch(r"(?:[a-zA-Z]\\in)?\\mathbb ?\{?R\}?(?:(?:\\setminus|-|\\backslash)\\\{(.+)\\\})?", part):
-            pts = _split(m[1]) if m[1] else []
+        m = re.fullmatch(r"(?:[a-zA-Z]\\in)?\\mathbb ?\{?R\}?(?:(?:\\setminus|-|\\backslash)\\\{(.+)\\\})?", part)
+        if m or r and r[1] == ["\\ne"] and len(var) == 1:  # R less some numbers; x \ne 2
+            pts = (_split(m[1]) if m[1] else []) if m else [r[0][1 - var[0]]]
             if any(_number(p) is None for p in pts):
                 return None
             ends = [inf[0], *sorted(pts, key=_number), inf[1]]
             out += [("(", x, y, ")") for x, y in zip(ends, ends[1:])]
-        elif r and r[1] == ["\\ne"] and len(var) == 1:  # x \ne 2
-            p = r[0][1 - var[0]]
-            out += [("(", inf[0], p, ")"), ("(", p, inf[1], ")")]
         elif r and set(r[1]) <= {"<", "\\le"} and len(var) == 1:  # x < 3, 3 \le x, 2 < x \le 5
             sides, ops = r
             if var == [0]:
@@ -597,10 +595,7 @@ def _to_sympy(s):
     s = s.replace("{", "(").replace("}", ")").replace("^", "**")
     s = re.sub(r"(\d+)\.(\d+)", lambda m: f"({int(m[1] + m[2])}/1{'0' * len(m[2])})", s)  # exact decimals
     s = re.sub(r"[a-zA-Z]+", lambda m: _name(m[0]), s)
-    depth = [0]
-    for c in s:  # unbalanced or empty parentheses are no math (sympy would raise)
-        depth.append(depth[-1] + (c == "(") - (c == ")"))
-    if min(depth) < 0 or depth[-1] or re.search(r"\(\s*\)", s):
+    if s.count("(") != s.count(")") or re.search(r"\(\s*\)", s):  # no math: sympy would raise
         return None
     if not re.fullmatch(r"[0-9A-Za-z\s+\-*/()]+", s) or re.search(r"\*\*[\s(+-]*\d{4,}", s) \
             or re.search(r"\*\*\s*(?:\d+|\([\d\s+\-*/(]*)\*\*", s):
