@@ -83,9 +83,9 @@ _RETRACT = re.compile(r"\b(?:mistake|wrong|incorrect|error|oops|mis(?:read|calcu
                       r"\bno\b[,.!;:]|(?:\bnot|n't) (?:be )?(?:right|correct)", re.I)
 _REVISE = re.compile(_RETRACT.pattern + r"|\b(?:wait|actually|correct(?:ion|ed)?|instead|rather|sorry|hold on|"
                      r"maybe|perhaps|possibly)\b", re.I)
-# clause ends: sentence ends, new lines, ';', ', word' (not ', and'); never inside $...$, \(...\), \[...\]
+# clause ends: sentence ends, new lines, ';', ', word' (not ', and'), 'word, $'; never inside $...$, \[...\]
 _END = re.compile(r"\$\$.{0,500}?\$\$|\\\[.{0,500}?\\\]|\\\(.{0,300}?\\\)|\$(?![\d\s])[^$\n]{0,300}\$"
-                  r"|[.!?](?=\s|$)|\n|;|,\s+(?!and\b|or\b)(?=[a-zA-Z]{2})", re.S)
+                  r"|[.!?](?=\s|$)|\n|;|,\s+(?!and\b|or\b)(?=[a-zA-Z]{2})|(?<=[a-z]{2}),\s+(?=\$)", re.S)
 # where a stated value starts: a number, $math$, a command, a bracket, 'x ='
 _VALUE = re.compile(r"\$(?![\s.,;:!?]|$)|\\[a-zA-Z(\[]|[-+−]?\.?\d|[€£¥π√∞]|[(\[{]\s*[-+−.\d\\$]"
                     r"|(?<![a-zA-Z'])[a-zA-Z]\s*(?:=|<|>|≤|≥|\\[lgn]e(?![a-z]))")
@@ -182,9 +182,9 @@ def _unmarked(text):
 
 
 def _stated(s):
-    """The value a final statement states: after 'is' if its subject is math ('$x$ is $-3$'), less the words
+    """The value a final statement states: after its last 'is' ('$x$ is $-3$', 'the 5th term is 80'), less the words
     after it ('$18 every day at the market.') unless they hedge or retract ('5 million', '3 times as many')."""
-    if len(parts := _IS.split(s)) > 1 and _VALUE.search(parts[-1]) and not re.search(r"\d", parts[0]):
+    if len(parts := _IS.split(s)) > 1 and _VALUE.search(parts[-1]):
         s = parts[-1]
     if t := _TRAIL.fullmatch(s):
         words = set(re.findall(r"[a-z]+", t[2].lower())) - {"to", "than"}
