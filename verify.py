@@ -175,8 +175,8 @@ def _unmarked(text):
             c = c.rsplit(": ", 1)[-1]  # 'Step 3: add them: 6 + 6 = 12.'
         m = _VALUE.search(c)
         words = re.search(r"[a-zA-Z]{2}", c[:m.start()])
-        if "=" in c and not (words or _ASSIGN.fullmatch(c) or c[-1] in ".!"):  # '920 + 161 = 1081', cut off?
-            return None
+        if re.search(r"=|\d\s*[-+*/×·^]\s*\d", c) and not (words or _ASSIGN.fullmatch(c) or c[-1] in ".!"):
+            return None  # a bare computation: what a response cut off mid-work looks like ('920 + 161 = 1081')
         return _stated(c[m.start():])
     return None
 
@@ -595,7 +595,7 @@ def _to_sympy(s):
     s = s.replace("{", "(").replace("}", ")").replace("^", "**")
     s = re.sub(r"(\d+)\.(\d+)", lambda m: f"({int(m[1] + m[2])}/1{'0' * len(m[2])})", s)  # exact decimals
     s = re.sub(r"[a-zA-Z]+", lambda m: _name(m[0]), s)
-    if s.count("(") != s.count(")") or re.search(r"\(\s*\)", s):  # no math: sympy would raise
+    if s.count("(") != s.count(")") or re.search(r"\(\s*\)|[-+*/(]\s*$|^\s*[*/)]", s):  # no math: sympy would raise
         return None
     if not re.fullmatch(r"[0-9A-Za-z\s+\-*/()]+", s) or re.search(r"\*\*[\s(+-]*\d{4,}", s) \
             or re.search(r"\*\*\s*(?:\d+|\([\d\s+\-*/(]*)\*\*", s):

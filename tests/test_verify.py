@@ -482,6 +482,18 @@ def test_plain_numbers_never_start_the_helper():
     assert V._worker is None
 
 
+def test_cut_off_toy_responses_earn_nothing():
+    """A toy response cut off before '####' is no answer, even where what is left evaluates to the gold;
+    a complete last line with words ('80 add 46 is 126') is a final statement. No sympy, no error."""
+    V._stop_worker()
+    V.reset_stats()
+    for r in ["17+25=42\n42+38=80\n80+46", "17+25=42\n38+46=84\n42+84", "17+25=42\n42+38=80\n80+46=126",
+              "17+25=42\n42+38=80\n80+", "17 add 25 is 42\n42 add 38 is 80\n80 add 46 is 12", "ones 7+5+8+6=26\ntens"]:
+        assert V.verify(r, "126") is False, r
+    assert V.verify("17 add 25 is 42\n42 add 38 is 80\n80 add 46 is 126", "126") is True
+    assert V._worker is None and V.stats["errors"] == 0
+
+
 def test_timeout_is_counted_and_helper_restarts(monkeypatch):
     """A symbolic check over the time limit is False, counted in stats['timeouts'], its process killed and
     reaped; the next symbolic check starts a fresh helper."""
