@@ -75,7 +75,7 @@ _BOX = re.compile(r"\\(?:boxed|fbox)")
 _PHRASE = re.compile(r"\banswers?\b\s*(?:\*\*\s*|__\s*)?(?:is|are)\b\s*:?|"
                      r"^[ \t*#_]*(?:(?:the|my|final|correct|short)[ \t]+)*answers?(?:\s*\*\*|\s*__)?\s*:", re.I | re.M)
 # between two boxes on a line, these make the earlier one a sub-result: '$x = \boxed{3}$, so $y = \boxed{9}$'
-_SO = re.compile(r"\b(?:so|thus|therefore|hence|then|finally|final|total|answer|result|gives|giving)\b|"
+_SO = re.compile(r"\b(?:so|thus|therefore|hence|then|finally|final|total|gives|giving)\b|"
                  r"\\(?:implies|Rightarrow)", re.I)
 # after an answer, a revision cue hands over to the value stated later; a retraction with none rejects
 _RETRACT = re.compile(r"\b(?:mistake|wrong|incorrect|error|oops|mis(?:read|calculat|count|took)|forgot|missed|overlook|"

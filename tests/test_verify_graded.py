@@ -202,6 +202,10 @@ GRADED = {
         (r"$x = \boxed{2}$ and $x = \boxed{5}$", "5", False),
         (r"$\boxed{2}$ or $\boxed{3}$", "3", False),
         ("The area is $\\boxed{20}$.\nThe width is $\\boxed{4}$.", "20", False),
+        (r"The answer to (a) is $\boxed{3}$ and the answer to (b) is $\boxed{5}$.", "3, 5", True),
+        (r"The answer to (a) is $\boxed{3}$ and the answer to (b) is $\boxed{5}$.", "5", False),
+        (r"The width is $\boxed{4}$, and the final area is $\boxed{20}$.", "20", True),
+        (r"The width is $\boxed{4}$, and the final area is $\boxed{20}$.", "4, 20", False),
     ],
     # no marker: the final statement of the response (its last clause with a value, remarks after it
     # ignored), never an earlier number, a hedge, a question or a bare computation
