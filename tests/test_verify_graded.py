@@ -160,6 +160,14 @@ GRADED = {
         (r"\boxed{\left[\begin{array}{cc} 1 & 2 \\ 3 & 5 \end{array}\right]}", P1234, False),
         (r"\boxed{\left[\begin{array}{ccc} 1 & 2 & 3 \end{array}\right]}", P1234, False),
         (r"\boxed{\begin{vmatrix} 1 & 2 \\ 3 & 4 \end{vmatrix}}", P1234, False),  # a determinant is a number
+        (r"\boxed{\begin{pmatrix}1&2\\3&4\end{pmatrix}}", r"\left[\begin{array}{cc}1&2\\3&4\end{array}\right]", True),
+        (r"\boxed{\left[\begin{matrix} 1 & 2 \\ 3 & 4 \end{matrix}\right]}", P1234, True),
+        (r"\boxed{\left[\begin{array}{c|c} 1 & 2 \\ 3 & 4 \end{array}\right]}", P1234, True),
+        (r"\boxed{\begin{bmatrix} 2 \\ -1 \end{bmatrix}}", r"\langle 2, -1 \rangle", True),
+        (r"The matrix is $\begin{pmatrix} 1 & 2 \\ 3 & 4 \end{pmatrix}$.", P1234, True),
+        (r"\boxed{\left[\begin{matrix} 1 & 2 \\ 4 & 3 \end{matrix}\right]}", P1234, False),
+        (r"\boxed{\begin{bmatrix} 2 \\ -1 \end{bmatrix}}", r"\langle -1, 2 \rangle", False),
+        (r"\boxed{\begin{pmatrix} 1 & 2 \\ 3 & 4 \\ 5 & 6 \end{pmatrix}}", P1234, False),
     ],
     # an answer stated as an equation: its last side is the value; two equations are the same line
     "equations": [
@@ -187,6 +195,14 @@ GRADED = {
         (r"\boxed{x^2 + y^2 = 4}", "x^2 + y^2 = 2", False),
         (r"\boxed{x = 2y}", "x = 3y", False),
         (r"\boxed{9}", "x + y = 9", False),
+        (r"\boxed{x + y = 1}", "2x + 2y = 2", True),
+        (r"\boxed{3x + 4y = 12}", r"y = -\frac{3}{4}x + 3", True),
+        (r"\boxed{m + n = 17}", "17", True),
+        ("So the line is y = 3x - 2.", "3x - y - 2 = 0", True),
+        (r"\boxed{x + y = 1}", "2x + 2y = 1", False),
+        (r"\boxed{3x + 4y = 12}", r"y = -\frac{4}{3}x + 3", False),
+        (r"\boxed{m + n = 17}", "m + n", False),
+        ("So the line is y = 3x - 2.", "3x + y - 2 = 0", False),
     ],
     # several boxes: joined as a list, unless 'so' (then, thus, ...) makes the last one the result
     "boxes": [
