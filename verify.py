@@ -390,12 +390,14 @@ def _split(s, sep=","):
 
 def _structure(s):
     """(kind, items): 'list' (order-free), 'set', a bracket pair like '[)', 'matrix' or 'scalar' (items = s)."""
-    if m := _LHS.fullmatch(s):
-        s = m[1]  # x = 3, (x,y) = (1,2), f(x) = 2x, x \in [1,2)
+    if (m := _LHS.fullmatch(s)) and "=" not in m[1]:
+        s = m[1]  # x = 3, (x,y) = (1,2), f(x) = 2x, x \in [1,2); but x = 5, y = 3 is a list
     if m := re.fullmatch(r"[(\[]?\\begin\{([pbB]?matrix|smallmatrix|array)\}(.*)\\end\{\1\}[)\]]?", s, re.S):
         return "matrix", [_split(row, "&") for row in m[2].split("\\\\") if row.strip()]
     if s.startswith("\\{") and s.endswith("\\}"):
         return "set", _split(s[2:-2])
+    if s[:1] == "{" and (b := brace_group(s, 0)) and b[1] == len(s) and len(_split(b[0])) > 1:
+        return "set", _split(b[0])  # {-2, 3}
     depth = [0]
     for c in s:
         depth.append(depth[-1] + (c in "([{") - (c in ")]}"))
@@ -443,6 +445,9 @@ def _struct_equal(a, g):
     (ka, ia), (kg, ig) = _structure(a), _structure(g)
     if ka == kg == "scalar" and a.count("=") == g.count("=") == 1 and not (_LHS.fullmatch(a) and _LHS.fullmatch(g)):
         return _scalar_equal(a, g)  # y = 2x + 3 and 2x - y + 3 = 0: the same line, compared as equations
+    names = {x.split("=")[0] for x in ia} if ka == "list" and all(_LHS.fullmatch(x) for x in ia) else ()
+    if kg == "()" and len(names) == len(ia):  # x = 5, y = 3 against (5, 3), in the order of the names
+        ka, ia = "()", [_LHS.fullmatch(x)[1] for x in sorted(ia)]
     if kg in ("list", "set"):
         ia = [ia] if ka == "scalar" else ia
         return ka in ("list", "set", "scalar") and _matched(ia, ig, _struct_equal)

@@ -457,6 +457,14 @@ GRADED = {
         ("The roots are 1, 2 and 3.", "1, 2, 4", False),
         (r"\boxed{(1, 2), (3, 4)}", "(4,3), (1,2)", False),
         (r"\boxed{(1, 2), (3, 4)}", "1, 2, 3, 4", False),
+        ("Hence the solution is x=5 and y=3.", "(5,3)", True),
+        (r"\boxed{y = 3, x = 5}", "(5, 3)", True),
+        ("So x ∈ {−2, 3}.", "-2, 3", True),
+        ("-2 and 3 are the solutions.", "3, -2", True),
+        (r"\boxed{x = 3, y = 5}", "(5, 3)", False),
+        (r"\boxed{x = 3, x = 5}", "(3, 5)", False),  # two solutions for x are no pair (nor an interval)
+        ("So x ∈ {−2, 3}.", "-3, 2", False),
+        (r"\boxed{x = 5, y = 3}", "(5, 3, 0)", False),
     ],
     # a percent sign is part of the value: p% is p/100; against a bare gold p >= 1 it is p percentage
     # points (GSM8K states 'what percent?' golds bare); 0.5% is never 0.5
