@@ -222,9 +222,9 @@ def extract_answer(response: str) -> str | None:
     else:
         _, end, ans = max(cands)
         tail = _drop_remark(response[end:])
-        if _REVISE.search(tail) or _HEDGE.search(ans):  # no later value: a retraction or a revision cue
-            revised = _RETRACT.search(tail) or _REVISE.search(tail) and _VALUE.search(tail)  # with a value
-            ans = _unmarked(response[end:]) or (None if revised else ans)  # we cannot read rejects
+        if _REVISE.search(tail) or _HEDGE.search(ans):  # the value stated later decides; if none can be read,
+            unread = _RETRACT.search(tail) or _REVISE.search(tail) and _VALUE.search(tail)  # a retraction, or
+            ans = _unmarked(response[end:]) or (None if unread else ans)  # a revision we cannot read, rejects
     ans = ans and ans.strip().strip("*").strip().rstrip(".,;").strip()
     return ans or None
 
@@ -287,7 +287,7 @@ def _norm(s):
 
 
 def _wordy(s):
-    """True if s holds a word of 3+ letters that is not math (Monday, hours, undefined)."""
+    """True if s holds a word of 3+ letters that is not math (Monday, hours, undefined), or is 'no'."""
     return s.lower() == "no" or any(w.lower() not in _MATHWORDS for w in re.findall(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}", s))
 
 
