@@ -71,9 +71,9 @@ def verify(response: str, gold: str) -> bool:
 # extraction
 
 _BOX = re.compile(r"\\(?:boxed|fbox)")
-# 'the answer is', and 'Answer:' where a line starts (not 'To answer this:')
-_PHRASE = re.compile(r"\banswers?\b\s*(?:\*\*\s*|__\s*)?(?:is|are)\b\s*:?|"
-                     r"^[ \t*#_]*(?:(?:the|my|final|correct|short)[ \t]+)*answers?(?:\s*\*\*|\s*__)?\s*:", re.I | re.M)
+# 'the answer is', and 'Answer:' where a line or sentence starts or in bold (not 'To answer this:')
+_PHRASE = re.compile(r"\banswers?\b\s*(?:\*\*\s*|__\s*)?(?:is|are)\b\s*:?|(?:^|(?<=\*\*)|(?<=[.!] ))"
+                     r"[ \t*#_]*(?:(?:the|my|final|correct|short)[ \t]+)*answers?(?:\s*\*\*|\s*__)?\s*:", re.I | re.M)
 # between two boxes on a line, these make the earlier one a sub-result: '$x = \boxed{3}$, so $y = \boxed{9}$'
 _SO = re.compile(r"\b(?:so|thus|therefore|hence|then|finally|final|total|gives|giving)\b|"
                  r"\\(?:implies|Rightarrow)", re.I)
@@ -254,18 +254,18 @@ _HEDGES = {"not", "least", "most", "about", "approximately", "roughly", "plus", 
 _ALIAS = {"\\dfrac": "\\frac", "\\tfrac": "\\frac", "\\cfrac": "\\frac", "\\varnothing": "\\emptyset",
           "\\leq": "\\le", "\\leqslant": "\\le", "<=": "\\le", "\\geq": "\\ge", "\\geqslant": "\\ge", ">=": "\\ge",
           "\\neq": "\\ne", "!=": "\\ne", "\\langle": "(", "\\rangle": ")"}
-_NORM = [(re.compile(p), r) for p, r in [
-    (r"\\(?:[dtc]frac|varnothing|[lg]eq(?:slant)?|neq|[lr]angle)(?![a-zA-Z])|[<>!]=", lambda m: _ALIAS[m[0]]),
-    (r"\\\{\s*\\\}", r"\\emptyset"),
-    (r"\\(?:left|right|displaystyle|bigl|bigr|big|Big)(?![a-zA-Z])|(?<!\\)\\[!,;: ]|~|\\\$|\$|\\[()\[\]]", ""),
-    (r"\{,\}", ","), (r"\\begin\{array\}\{[^{}]*\}", r"\\begin{array}"), (r"(?<=[)\]])\s*U\s*(?=[(\[])", r"\\cup "),
-    (r"\^\s*\{?\s*\\circ\s*\}?|\\circ", ""), (r"\\?%|\bper\s?cent\b|\bpercent\b", "%"),
-    (r"\\sqrt\s*\(", "sqrt("),
+_NORM = [(re.compile(p), r, tex) for p, r, tex in [  # tex: the pattern can only match where s holds a backslash
+    (r"\\(?:[dtc]frac|varnothing|[lg]eq(?:slant)?|neq|[lr]angle)(?![a-zA-Z])", lambda m: _ALIAS[m[0]], True),
+    (r"[<>!]=", lambda m: _ALIAS[m[0]], False), (r"\\\{\s*\\\}", r"\\emptyset", True),
+    (r"\\(?:left|right|displaystyle|bigl|bigr|big|Big)(?![a-zA-Z])|(?<!\\)\\[!,;: ]|~|\\\$|\$|\\[()\[\]]", "", False),
+    (r"\{,\}", ",", False), (r"\\begin\{array\}\{[^{}]*\}", r"\\begin{array}", True),
+    (r"(?<=[)\]])\s*U\s*(?=[(\[])", r"\\cup ", False), (r"\^\s*\{?\s*\\circ\s*\}?|\\circ", "", True),
+    (r"\\?%|\bper\s?cent\b|\bpercent\b", "%", False), (r"\\sqrt\s*\(", "sqrt(", True),
     # a \text{...} of plain words at the end, after a value, is a unit: 5\text{ cm}^2, 12\pi\text{ m}^2
     (r"(?<=[\w})])\s*" + _TEXT_CMDS + r"\s*\{\s*([a-zA-Z][a-zA-Z\s.]*)\}(?:\^\{?\d\}?)?$",
-     lambda m: m[0] if set(m[1].lower().split()) & (_MATHWORDS | _HEDGES) else ""),
-    (_TEXT_CMDS + r"\s*\{([^{}]*)\}", r"\1"), (_TEXT_CMDS + r"\s*\{([^{}]*)\}", r"\1"),  # \textbf{\text{..}}
-    (r"(?i)\ball real(?:s| numbers)\b", r"\\mathbb{R}"),
+     lambda m: m[0] if set(m[1].lower().split()) & (_MATHWORDS | _HEDGES) else "", True),
+    (_TEXT_CMDS + r"\s*\{([^{}]*)\}", r"\1", True), (_TEXT_CMDS + r"\s*\{([^{}]*)\}", r"\1", True),  # \textbf{\text{.}}
+    (r"(?i)\ball real(?:s| numbers)\b", r"\\mathbb{R}", False),
 ]]
 _UNIT = re.compile(r"(.*?(?:[\d})]|\\pi))\s*((?:[a-zA-Z]{2,}|[a-zA-Z]+/[a-zA-Z]+)\.?(?:\s+[a-zA-Z]+\.?){0,2})(?:\^\d)?")
 _THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?|[+-]?\d{1,3}(?: \d{3})+(?:\.\d+)?")
@@ -275,8 +275,10 @@ def _norm(s):
     """Canonical surface form: no $, markup, units or separators; spaces kept only between words; a
     percentage ends in a single '%' (15\\%, 15 percent)."""
     s = s.translate(_UNICODE)
-    for p, r in _NORM:
-        s = p.sub(r, s)
+    tex = "\\" in s
+    for p, r, needs_tex in _NORM:
+        if tex or not needs_tex:
+            s = p.sub(r, s)
     s = s.strip().strip("*_").strip().rstrip(".").strip()
     m = _UNIT.fullmatch(s)  # 15 apples, 4 hours, 40 miles per hour -- but not 3 pi, 2 and 3, 5 or more
     if m and not set(m[2].lower().replace(".", "").split()) & (_MATHWORDS | _HEDGES):

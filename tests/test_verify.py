@@ -25,6 +25,9 @@ CASES = {
         ("**Final Answer**: 7", "7", True),
         ("Final answer: 7", "7", True),
         ("Answer:\n7", "7", True),
+        ("Total: 7 hours. **Answer:** 7 hours", "7", True),  # 'Answer:' in bold or after a sentence
+        ("To answer this: we add 3 and 4.\nSo 3 + 4 = 7.", "7", True),  # not a marker: the final statement
+        ("To answer this: we add 3 and 4.\nSo 3 + 4 = 7.", "3", False),
         (r"so $\boxed{5}$", "5", True),
         (r"so \boxed 5.", "5", True),
         (r"The final answer is $\boxed{5}$. I hope it is correct.", "5", True),
