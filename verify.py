@@ -5,18 +5,18 @@ verify(response, gold) -> bool and extract_answer(response) -> str | None are pu
     python verify.py $'23*47 = 1081\n#### 1081' 1081     # prints the extracted answer and the verdict
     python -m pytest -q tests/test_verify.py tests/test_verify_graded.py
 Cheapest first: the final answer is whichever of the last \boxed{}, '#### N' and 'the answer is'
-comes last, unless a revision follows it ('Wait, that's wrong; it's 14.': the value stated after it;
-a retraction without one is no answer). With no marker, the final statement decides -- the last
-clause that states a value ('so the speed is 40 mph.', 'Therefore n = 4.') or picks an option letter,
-never the last number wherever it is (math-verify, lm-eval's flexible match): remarks after it are
-skipped, but a hedge ('about 40', 'not 40'), a question, a retraction, or a computation line with no
-words and no period (a response cut off: '920 + 161 = 1081') give no answer. Both sides are
-normalised (units, $, \dfrac, separators, markup); plain numbers compare exactly as Fractions
-in-process; lists, sets, tuples and matrices item by item; intervals, one-variable inequalities and
-R less points as sets of reals; two equations up to a constant factor; only what is left (radicals,
-pi, symbols) goes to sympy, in a helper process that is killed after SYMPY_TIMEOUT seconds
-(signal.alarm would only work on the main thread). Exact means exact: 0.33 is not 1/3, 15 is not
-0.15, and 50% is 0.5 (a bare gold p also matches p% when p >= 1: GSM8K states 'what percent?' golds bare).
+comes last; a revision after it ('Wait, that's wrong; it's 14.') hands over to the value stated later,
+and a retraction with none is no answer. With no marker, the final statement decides: the last clause
+that states a value ('so the speed is 40 mph.', 'Therefore n = 4.') or picks an option letter, not the
+last number anywhere (math-verify, lm-eval's flexible match); remarks after it are skipped, but a
+hedged ('about 40', 'not 40'), questioned or retracted final, or a computation line with no words and
+no period (a cut-off response: '920 + 161 = 1081'), is no answer. Both sides are normalised (units, $,
+\dfrac, separators, markup); plain numbers compare exactly as Fractions in-process; lists, sets,
+tuples and matrices item by item; intervals, one-variable inequalities and R less points as sets of
+reals; two equations up to a constant factor; only what is left (radicals, pi, symbols) goes to sympy,
+in a helper process killed after SYMPY_TIMEOUT seconds (signal.alarm only works on the main thread).
+Exact means exact: 0.33 is not 1/3, 15 is not 0.15, 50% is 0.5 (and a bare gold p matches p% if p >= 1:
+GSM8K states 'what percent?' golds bare).
 
 Deliberately not handled (all rejected unless said otherwise):
   unmarked finals             number words 'twelve'; '= 12' alone on a line; text answers ('on Monday')
@@ -26,7 +26,8 @@ Deliberately not handled (all rejected unless said otherwise):
   equivalent forms            'sin^2 x + cos^2 x' vs 1; unions not in simplest form; 'x + y > 3' vs '3 < x + y'
   notation                    subscripts 'a_1', '\log_2 8'; factorials '5!'
   accepted on purpose         '1,234' is 1234, never the list 1, 234; 'y = 3' matches gold 'x = 3', and
-                              'x + y = 9' gold 9 (an answer's last side); '5%' matches gold 5
+                              'x + y = 9' gold 9 (an answer's last side); '5%' matches gold 5; '(2, 5)'
+                              matches '2 < x < 5' (read as an interval); a bare '5' is a final statement
 """
 import atexit
 import functools
