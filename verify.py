@@ -84,9 +84,10 @@ _RETRACT = re.compile(r"\b(?:mistake|wrong|incorrect|error|oops|mis(?:read|calcu
                       r"\bno\b[,.!;:]|(?:\bnot|n't) (?:be )?(?:right|correct)", re.I)
 _REVISE = re.compile(_RETRACT.pattern + r"|\b(?:wait|actually|correct(?:ion|ed)?|instead|rather|sorry|hold on|"
                      r"maybe|perhaps|possibly)\b", re.I)
-# clause ends: sentence ends, new lines, ';', ', word' (not ', and'), 'word, $'; never inside $...$, \[...\]
-_END = re.compile(r"\$\$.{0,500}?\$\$|\\\[.{0,500}?\\\]|\\\(.{0,300}?\\\)|\$(?![\d\s])[^$\n]{0,300}\$"
-                  r"|[.!?](?=\s|$)|\n|;|,\s+(?!and\b|or\b)(?=[a-zA-Z]{2})|(?<=[a-z]{2}),\s+(?=\$)", re.S)
+# clause ends: sentence ends, new lines, ';', ', word' (not ', and'), 'word, $'; never inside $...$ or (...)
+_END = re.compile(r"\$\$.{0,500}?\$\$|\\\[.{0,500}?\\\]|\\\(.{0,300}?\\\)|\$(?![\d\s])[^$\n]{0,300}\$|"
+                  r"\([^()\n]{0,300}\)|[.!?](?=\s|$)|\n|;|,\s+(?!and\b|or\b)(?=[a-zA-Z]{2})|(?<=[a-z]{2}),\s+(?=\$)",
+                  re.S)
 # where a stated value starts: a number, $math$, a command, a bracket, 'x ='
 _VALUE = re.compile(r"\$(?![\s.,;:!?]|$)|\\[a-zA-Z(\[]|[-+−]?\.?\d|[€£¥π√∞]|[(\[{]\s*[-+−.\d\\$]"
                     r"|(?<![a-zA-Z'])[a-zA-Z]\s*(?:=|<|>|≤|≥|\\[lgn]e(?![a-z]))")
@@ -137,19 +138,21 @@ def _boxes(text):
     return out[::-1]
 
 
-def _drop_remark(s):
-    """s less a closing remark in parentheses: '12 (not counting the tax).' -> '12', but '(2, 3)' stays."""
-    i = s.rfind("(")
-    m = re.fullmatch(r"\(([^()]*)\)\W*", s[i:]) if i >= 0 else None
-    words = re.findall(r"(?<![\\a-zA-Z])[a-zA-Z]{2,}", m[1]) if m else []
-    return s[:i] if any(w.lower() not in _MATHWORDS for w in words) and words[0] != "or" else s
+def _drop_remarks(s):
+    """s less remarks in parentheses: '12 (not counting the tax).' -> '12.'; not '(2, 3)', nor an alternative
+    '(or 6)' or a hedge '(at least)'."""
+    def cut(m):
+        words = [w.lower() for w in re.findall(r"(?<![\\a-zA-Z])[a-zA-Z]{2,}", m[1])]
+        hedges = _HEDGES - {"not"} | {"at", "more", "less"}  # '(not A or C)' is a remark, '(at least)' a hedge
+        return "" if words and words[0] != "or" and set(words) - _MATHWORDS - hedges else m[0]
+    return re.sub(r"\(([^()]*)\)", cut, s)
 
 
 def _clauses(text):
     """text cut after each clause end (_END)."""
     out, start = [], 0
     for m in _END.finditer(text):
-        if m[0][0] not in "$\\":
+        if m[0][0] not in "$\\(":
             out.append(text[start:m.end()])
             start = m.end()
     return out + [text[start:]]
@@ -160,7 +163,7 @@ def _unmarked(text):
     option letter ('so B'), from the value on. Clauses after it may only be remarks ('I hope it helps!').
     None if a retraction follows it ('Wait, that is wrong.'), if it is a question or hedged ('about 40',
     'more than 40'), or a bare computation without a period ('920 + 161 = 1081': a response cut off)."""
-    for c in reversed(_clauses(_drop_remark(text[-1000:]))):
+    for c in reversed(_clauses(_drop_remarks(text[-1000:]))):
         c = c.replace("**", "").strip()
         m, letter = _VALUE.search(c), _choice(_norm(c))
         if m is None and letter is None:  # a remark ('I hope it helps!') is skipped; not so a retraction
@@ -217,12 +220,12 @@ def extract_answer(response: str) -> str | None:
     if m:  # the rest of the line (or the next line) to the end of the clause, less a remark in parentheses
         rest = response[m.end():].lstrip()
         clause = _clauses(rest.split("\n", 1)[0][:MAX_LEN])[0]
-        cands.append((m.start(), len(response) - len(rest) + len(clause), _drop_remark(clause)))
+        cands.append((m.start(), len(response) - len(rest) + len(clause), _drop_remarks(clause)))
     if not cands:
         ans = _unmarked(response)
     else:
         _, end, ans = max(cands)
-        tail = _drop_remark(response[end:])
+        tail = _drop_remarks(response[end:])
         if _REVISE.search(tail) or _HEDGE.search(ans):  # the value stated later decides; if none can be read,
             unread = _RETRACT.search(tail) or _REVISE.search(tail) and _VALUE.search(tail)  # a retraction, or
             ans = _unmarked(response[end:]) or (None if unread else ans)  # a revision we cannot read, rejects

@@ -430,6 +430,7 @@ HOSTILE = [
     ("the\n" * 30000 + "answer" + "\n" * 100000, "1"),
     (r"\boxed{2}" + " " * 100000 + "wait", "1"),  # 100 kB after the answer, a revision cue at its end
     (r"\boxed{2}" + "() " * 30000, "1"),
+    (r"\boxed{2}" + "(ab) " * 30000, "1"),
     ("so " * 30000 + "(" * 30000 + "\\[" * 20000, "1"),
     (r"\boxed{1" + " " * 1990 + "x}", "1"),
 ]
