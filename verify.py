@@ -73,8 +73,8 @@ def verify(response: str, gold: str) -> bool:
 
 _BOX = re.compile(r"\\(?:boxed|fbox)")
 # 'the answer is', and 'Answer:' where a line or sentence starts or in bold (not 'To answer this:')
-_PHRASE = re.compile(r"\banswers?\b\s*(?:\*\*\s*|__\s*)?(?:is|are)\b\s*:?|(?:^|(?<=\*\*)|(?<=[.!] ))"
-                     r"[ \t*#_]*(?:(?:the|my|final|correct|short)[ \t]+)*answers?(?:\s*\*\*|\s*__)?\s*:", re.I | re.M)
+_PHRASE = re.compile(r"\banswers?\b\s*(?:\*\*\s*|__\s*)?(?:is|are)\b\s*:?|(?:^|(?<=\*\*)|(?<=[.!] ))[ \t#]*"
+                     r"(?:\*\*|__)?(?:(?:the|my|final|correct|short)[ \t]+)*answers?(?:\s*\*\*|\s*__)?\s*:", re.I | re.M)
 # between two boxes on a line, these make the earlier one a sub-result: '$x = \boxed{3}$, so $y = \boxed{9}$'
 _SO = re.compile(r"\b(?:so|thus|therefore|hence|then|finally|final|total|gives|giving)\b|"
                  r"\\(?:implies|Rightarrow)", re.I)

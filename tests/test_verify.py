@@ -431,6 +431,8 @@ HOSTILE = [
     (r"\boxed{2}" + " " * 100000 + "wait", "1"),  # 100 kB after the answer, a revision cue at its end
     (r"\boxed{2}" + "() " * 30000, "1"),
     (r"\boxed{2}" + "(ab) " * 30000, "1"),
+    ("The answer is " + "**" * 50000, "1"),
+    ("answer:" + "**" * 20000 + "####" * 10000, "1"),
     ("so " * 30000 + "(" * 30000 + "\\[" * 20000, "1"),
     (r"\boxed{1" + " " * 1990 + "x}", "1"),
 ]
