@@ -2,6 +2,8 @@ r"""verify.py against a graded set of our own, one kind of false reject per grou
 hard negatives: near-miss values, a right value revised away, hedges, another option letter.
     python -m pytest -q tests/test_verify_graded.py
 """
+import re
+
 import pytest
 
 import verify as V
@@ -574,3 +576,17 @@ def test_every_kind_has_hard_negatives():
     for kind, rows in GRADED.items():
         neg = sum(not e for *_, e in rows)
         assert 0 < neg and 3 * neg >= len(rows), (kind, neg, len(rows))
+
+
+REVISED = [(" Wait, that's wrong; it's {}.", False), ("\n\nActually, I made a mistake: the answer is {}.", False),
+           ("\n\nHmm, let me recompute. {}.", False), ("\n\nWait, that's wrong.", False), ("\n\nI hope this helps!", True)]
+
+
+@pytest.mark.parametrize("suffix, expected", REVISED)
+def test_what_follows_a_right_answer(suffix, expected):
+    """Every right answer with an integer gold, in every kind, followed by a revision to another value or
+    a retraction is rejected; followed by a closing remark it is still right."""
+    cases = [(r, g) for r, g, e in (row[1:] for row in FLAT) if e and re.fullmatch(r"-?\d+", g)]
+    assert len(cases) > 100
+    wrong = [(r, g) for r, g in cases if V.verify(r + suffix.format(int(g) + 7), g) is not expected]
+    assert not wrong, wrong[:5]
