@@ -15,8 +15,9 @@ no period (a cut-off response: '920 + 161 = 1081'), is no answer. Both sides are
 tuples and matrices item by item; intervals, one-variable inequalities and R less points as sets of
 reals; two equations up to a constant factor; only what is left (radicals, pi, symbols) goes to sympy,
 in a helper process killed after SYMPY_TIMEOUT seconds (signal.alarm only works on the main thread).
-Exact means exact: 0.33 is not 1/3, 15 is not 0.15, 50% is 0.5 (and a bare gold p matches p% if p >= 1:
-GSM8K states 'what percent?' golds bare).
+Exact means exact: 0.33 is not 1/3, 15 is not 0.15, and 25% is 0.25, not 25 -- unless the response reads
+it as percentage points ('the percentage is 25%', '5/20 x 100 = 25%': GSM8K's golds for 'what percent?'
+are bare) or the gold itself is '25%' (then a bare 25 also answers it).
 
 Deliberately not handled (all rejected unless said otherwise):
   unmarked finals             number words 'twelve'; '= 12' alone on a line; text answers ('on Monday')
@@ -26,8 +27,8 @@ Deliberately not handled (all rejected unless said otherwise):
   equivalent forms            'sin^2 x + cos^2 x' vs 1; unions not in simplest form; 'x + y > 3' vs '3 < x + y'
   notation                    subscripts 'a_1', '\log_2 8'; factorials '5!'
   accepted on purpose         '1,234' is 1234, never the list 1, 234; 'y = 3' matches gold 'x = 3', and
-                              'x + y = 9' gold 9 (an answer's last side); '5%' matches gold 5; '(2, 5)'
-                              matches '2 < x < 5' (read as an interval); a bare '5' is a final statement
+                              'x + y = 9' gold 9 (an answer's last side); '(2, 5)' matches '2 < x < 5'
+                              (read as an interval); a bare '5' is a final statement
 """
 import atexit
 import functools
@@ -62,7 +63,7 @@ def verify(response: str, gold: str) -> bool:
     stats["calls"] += 1
     try:
         ans = extract_answer(response)
-        return ans is not None and _equivalent(ans, _gold_answer(gold))
+        return ans is not None and _equivalent(ans, _gold_answer(gold), response)
     except Exception as e:  # a bug or a hostile input must not end the run: count it, reward 0
         stats["errors"] += 1
         last_error = repr(e)
@@ -74,7 +75,8 @@ def verify(response: str, gold: str) -> bool:
 _BOX = re.compile(r"\\(?:boxed|fbox)")
 # 'the answer is', and 'Answer:' where a line or sentence starts or in bold (not 'To answer this:')
 _PHRASE = re.compile(r"\banswers?\b\s*(?:\*\*\s*|__\s*)?(?:is|are)\b\s*:?|(?:^|(?<=\*\*)|(?<=[.!] ))[ \t#]*"
-                     r"(?:\*\*|__)?(?:(?:the|my|final|correct|short)[ \t]+)*answers?(?:\s*\*\*|\s*__)?\s*:", re.I | re.M)
+                     r"(?:\*\*|__)?(?:(?:the|my|final|correct|short)[ \t]+)*answers?(?:\s*\*\*|\s*__)?\s*:",
+                     re.I | re.M)
 # between two boxes on a line, these make the earlier one a sub-result: '$x = \boxed{3}$, so $y = \boxed{9}$'
 _SO = re.compile(r"\b(?:so|thus|therefore|hence|then|finally|final|total|gives|giving)\b|"
                  r"\\(?:implies|Rightarrow)", re.I)
@@ -331,6 +333,7 @@ _BASE = re.compile(r"([0-9A-Za-z]+)_\{?\(?(\d+)\)?\}?")
 _REL = re.compile(r"(<|>|\\(?:le|ge|lt|gt|ne)(?![a-zA-Z]))")
 _REPEAT = re.compile(r"([+-]?)(\d*)\.(\d*)\\(?:overline|bar|dot)\{?(\d+)\}?")
 _LHS = re.compile(r"(?:[a-zA-Z](?:_\{?\w+\}?)?|\([a-zA-Z,]+\)|[a-zA-Z]\([a-zA-Z]\))(?:=|\\in(?![a-z]))(.+)", re.S)
+_POINTS = re.compile(r"percentage|(?:[*×]|\\times|\\cdot)\s*100\b|\bout of 100\b", re.I)  # 'x 100 = 25%'
 _SETLIKE = re.compile(r"<|>|\\(?:le|ge|ne|mathbb|setminus)(?![a-z])")
 
 
@@ -355,8 +358,8 @@ def _number(s):
     return None
 
 
-def _equivalent(a, g):
-    """Does answer a equal gold answer g (both extracted, not yet normalised)?"""
+def _equivalent(a, g, response=""):
+    """Does answer a equal gold answer g (both extracted, not yet normalised)? response: a's context."""
     if a == g:
         return True
     if _PLAIN.fullmatch(a) and _PLAIN.fullmatch(g):  # the hot path: no regex soup, no sympy
@@ -366,9 +369,10 @@ def _equivalent(a, g):
     a, g = _norm(a), _norm(g)
     pa, pg = a.endswith("%"), g.endswith("%")
     a, g = a.replace("%", ""), g.replace("%", "")
-    if pa != pg and (v := _number(a if pa else g)) is not None:  # one side is a percentage p%: it is p
-        h = str(v / 100)  # percentage points (GSM8K's gold for 'what percent?' is bare) if p >= 1, else p/100
-        return abs(v) >= 1 and _same(a, g) or (_same(h, g) if pa else _same(a, h))
+    if pa != pg and (v := _number((a if pa else g).rsplit("=", 1)[-1])) is not None:  # one side is p%: p/100,
+        h = str(v / 100)  # or p percentage points where the gold says so or the response reads it so (_POINTS)
+        points = abs(v) >= 1 and (pg or _POINTS.search(response))
+        return (_same(h, g) if pa else _same(a, h)) or bool(points) and _same(a, g)
     return _same(a, g)
 
 

@@ -474,8 +474,8 @@ GRADED = {
         ("So x ∈ {−2, 3}.", "-3, 2", False),
         (r"\boxed{x = 5, y = 3}", "(5, 3, 0)", False),
     ],
-    # a percent sign is part of the value: p% is p/100; against a bare gold p >= 1 it is p percentage
-    # points (GSM8K states 'what percent?' golds bare); 0.5% is never 0.5
+    # a percent sign is part of the value: p% is p/100; p percentage points (p >= 1) only where the response
+    # reads it so ('the percentage is', 'x 100') or the gold is p% itself; 0.5% is never 0.5
     "percent": [
         (r"\boxed{50\%}", "0.5", True),
         ("#### 50%", "0.5", True),
@@ -483,8 +483,15 @@ GRADED = {
         (r"\boxed{0.25}", r"25\%", True),
         (r"\boxed{25}", r"25\%", True),
         (r"\boxed{25\%}", r"25\%", True),
-        ("#### 40%", "40", True),
-        ("So 15 percent.", "15", True),
+        ("#### 40%", "40", False),  # the discount is 40 dollars, the response says 40%
+        ("So 15 percent.", "15", False),
+        ("The percentage of red balls is 40%.", "40", True),
+        ("Red balls: 8 / 20 * 100 = 40%.", "40", True),
+        ("Red balls: 8 / 20 = 0.4 = 40%.", "40", False),
+        ("The percentage of red balls is 40%.", "0.4", True),
+        (r"So the discount is $\boxed{5\%}$.", "5", False),
+        (r"So the probability is $\frac{1}{20} = 5\%$.", "5", False),
+        (r"So the probability is $\frac{1}{20} = 5\%$.", "0.05", True),
         ("So 15 percent.", "0.15", True),
         (r"\boxed{33\frac{1}{3}\%}", r"\frac{1}{3}", True),
         (r"\boxed{0.5\%}", "0.005", True),
@@ -498,10 +505,11 @@ GRADED = {
         (r"\boxed{25\%}", "0.025", False),
         (r"\boxed{25\%}", "2.5", False),
         ("So 15 percent.", "1.5", False),
-        ("So 20% of the students are boys.", "20", True),
+        ("So 20% of the students are boys.", "20", False),
         ("So 20% of the students are boys.", "0.2", True),
         ("The probability is 25%.", "1/4", True),
-        ("#### 12.5%", "12.5", True),
+        ("#### 12.5%", "12.5", False),
+        ("The percentage is 12.5%.\n#### 12.5%", "12.5", True),
         ("Her score went up by 25 percentage points.", "25", True),
         ("The sale price is 80% of $50, which is $40.", "40", True),
         ("The probability is 25%.", "0.025", False),
@@ -510,7 +518,8 @@ GRADED = {
         (r"\boxed{0.05}", "5", False),
         ("The sale price is 80% of $50, which is $40.", "80", False),
         ("The sale price is 80% of $50, which is $40.", "0.8", False),
-        ("So 15 percent of the students passed.", "15", True),
+        ("So 15 percent of the students passed.", "15", False),
+        ("So 15 percent of the students passed.", "0.15", True),
         ("So 15 percent of the students passed.", "0.015", False),
     ],
     # multiple choice in prose: the letter of the final statement, other letters named before it
