@@ -370,9 +370,9 @@ def _equivalent(a, g, response=""):
     pa, pg = a.endswith("%"), g.endswith("%")
     a, g = a.replace("%", ""), g.replace("%", "")
     if pa != pg and (v := _number((a if pa else g).rsplit("=", 1)[-1])) is not None:  # one side is p%: p/100,
-        h = str(v / 100)  # or p percentage points where the gold says so or the response reads it so (_POINTS)
-        points = abs(v) >= 1 and (pg or _POINTS.search(response))
-        return (_same(h, g) if pa else _same(a, h)) or bool(points) and _same(a, g)
+        h, w = str(v / 100), _number(g if pa else a)  # or p percentage points where the gold says so or the
+        value = w == v / 100 if w is not None else _same(h, g) if pa else _same(a, h)  # response reads it so
+        return value or abs(v) >= 1 and bool(pg or _POINTS.search(response)) and _same(a, g)
     return _same(a, g)
 
 
