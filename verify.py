@@ -141,8 +141,8 @@ def _boxes(text):
 
 
 def _drop_remarks(s):
-    """s less remarks in parentheses: '12 (not counting the tax).' -> '12.'; not '(2, 3)', nor an alternative
-    '(or 6)' or a hedge '(at least)'."""
+    """s less remarks in parentheses, like '(not counting the tax)'; not '(2, 3)', nor an alternative '(or 6)'
+    or a hedge '(at least)'."""
     def cut(m):
         words = [w.lower() for w in re.findall(r"(?<![\\a-zA-Z])[a-zA-Z]{2,}", m[1])]
         hedges = _HEDGES - {"not"} | {"at", "more", "less"}  # '(not A or C)' is a remark, '(at least)' a hedge
