@@ -25,6 +25,9 @@ CASES = {
         ("**Final Answer**: 7", "7", True),
         ("Final answer: 7", "7", True),
         ("Answer:\n7", "7", True),
+        ("Total: 7 hours. **Answer:** 7 hours", "7", True),  # 'Answer:' in bold or after a sentence
+        ("To answer this: we add 3 and 4.\nSo 3 + 4 = 7.", "7", True),  # not a marker: the final statement
+        ("To answer this: we add 3 and 4.\nSo 3 + 4 = 7.", "3", False),
         (r"so $\boxed{5}$", "5", True),
         (r"so \boxed 5.", "5", True),
         (r"The final answer is $\boxed{5}$. I hope it is correct.", "5", True),
@@ -44,7 +47,8 @@ CASES = {
         ("####", "5", False),
         ("The answer is", "5", False),
         ("", "5", False),
-        ("5", "5", False),  # no final-answer statement at all
+        ("5", "5", True),  # a bare value is the final statement
+        ("5\nThe", "5", False),  # cut off after the value
         (r"\boxed{}", "5", False),
         ("#### 5", r"\boxed{5}", True),  # a gold given as a box
         ("#### 5", r"\boxed{6}", False),
@@ -73,9 +77,10 @@ CASES = {
         ("The answer is 3 hours.", "4", False),
         ("#### 5 apples", "5", True),
         ("#### 60 mph", "60", True),
-        (r"\boxed{25\%}", "25", True),
-        ("#### 25%", "25", True),
-        ("#### 25%", "26", False),
+        (r"\boxed{25\%}", "0.25", True),  # a percent sign is part of the value
+        ("#### 25%", "25", False),
+        ("5 of 20 passed: 5/20 * 100 = 25%.\n#### 25%", "25", True),  # ... unless read as percentage points
+        ("5 of 20 passed: 5/20 * 100 = 25%.\n#### 25%", "26", False),
         (r"\boxed{90^\circ}", "90", True),
         (r"\boxed{90^{\circ}}", "90", True),
         ("The answer is 90°.", "90", True),
@@ -144,7 +149,8 @@ CASES = {
         (r"\boxed{3.14159265358979323846264338327950288}", r"\pi", False),  # 36 digits are still rounded
         ("#### 15", "0.15", False),  # GSM8K percent gold 15
         ("#### 0.15", "15", False),
-        ("#### 15%", "15", True),
+        ("#### 15%", "15", False),  # 15% is 0.15
+        ("The percentage is 15%.", "15", True),
         ("The answer is 4 hours and 30 minutes.", "4", False),
         ("#### 4 and 30 minutes", "4", False),
         ("The answer is 4 or 5.", "4", False),
@@ -222,7 +228,8 @@ CASES = {
         (r"\boxed{y = 2x + 3}", "y=2x-3", False),
         (r"\boxed{x^2+y^2=1}", "y^2+x^2=1", True),
         (r"\boxed{x+y=1}", "1=x+y", True),
-        (r"\boxed{x^2+y^2=1}", "1", False),
+        (r"\boxed{x^2+y^2=1}", "1", True),  # an equation's last side is its value
+        (r"\boxed{x^2+y^2=1}", "2", False),
         (r"\boxed{x^2+y^2=1}", "x^2+y^2=2", False),
     ],
     # tuples and points: ordered
@@ -421,6 +428,15 @@ HOSTILE = [
     ("#### " + "9" * 100000, "1"),
     ("answer" + " " * 100000 + "x", "1"),
     ("#### 1", r"\boxed{" + "{" * 20000),
+    ("\n" * 100000 + "x", "1"),  # no marker: the final statement is looked for in bounded time
+    ("the\n" * 30000 + "answer" + "\n" * 100000, "1"),
+    (r"\boxed{2}" + " " * 100000 + "wait", "1"),  # 100 kB after the answer, a revision cue at its end
+    (r"\boxed{2}" + "() " * 30000, "1"),
+    (r"\boxed{2}" + "(ab) " * 30000, "1"),
+    ("The answer is " + "**" * 50000, "1"),
+    ("answer:" + "**" * 20000 + "####" * 10000, "1"),
+    ("so " * 30000 + "(" * 30000 + "\\[" * 20000, "1"),
+    (r"\boxed{1" + " " * 1990 + "x}", "1"),
 ]
 
 
@@ -472,6 +488,18 @@ def test_plain_numbers_never_start_the_helper():
               "#### 126.0", "#### -126", "#### 1,260", "#### abc", "#### 12/6", "#### 126 apples", "####"]:
         V.verify(r, "126")
     assert V._worker is None
+
+
+def test_cut_off_toy_responses_earn_nothing():
+    """A toy response cut off before '####' is no answer, even where what is left evaluates to the gold;
+    a complete last line with words ('80 add 46 is 126') is a final statement. No sympy, no error."""
+    V._stop_worker()
+    V.reset_stats()
+    for r in ["17+25=42\n42+38=80\n80+46", "17+25=42\n38+46=84\n42+84", "17+25=42\n42+38=80\n80+46=126",
+              "17+25=42\n42+38=80\n80+", "17 add 25 is 42\n42 add 38 is 80\n80 add 46 is 12", "ones 7+5+8+6=26\ntens"]:
+        assert V.verify(r, "126") is False, r
+    assert V.verify("17 add 25 is 42\n42 add 38 is 80\n80 add 46 is 126", "126") is True
+    assert V._worker is None and V.stats["errors"] == 0
 
 
 def test_timeout_is_counted_and_helper_restarts(monkeypatch):
