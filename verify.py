@@ -15,9 +15,9 @@ no period (a cut-off response: '920 + 161 = 1081'), is no answer. Both sides are
 tuples and matrices item by item; intervals, one-variable inequalities and R less points as sets of
 reals; two equations up to a constant factor; only what is left (radicals, pi, symbols) goes to sympy,
 in a helper process killed after SYMPY_TIMEOUT seconds (signal.alarm only works on the main thread).
-Exact means exact: 0.33 is not 1/3, 15 is not 0.15, and 25% is 0.25, not 25 -- unless the response reads
-it as percentage points ('the percentage is 25%', '5/20 x 100 = 25%': GSM8K's golds for 'what percent?'
-are bare) or the gold itself is '25%' (then a bare 25 also answers it).
+Exact means exact: 0.33 is not 1/3 and 15 is not 0.15. p% is p/100, and also p percentage points when
+p >= 1 (GSM8K's golds for 'what percent?' are bare: '#### 25%' answers gold 25), never when p < 1
+(0.5% is not 0.5: the percent sign would change the value).
 
 Deliberately not handled (all rejected unless said otherwise):
   unmarked finals             number words 'twelve'; '= 12' alone on a line; text answers ('on Monday')
@@ -333,7 +333,6 @@ _BASE = re.compile(r"([0-9A-Za-z]+)_\{?\(?(\d+)\)?\}?")
 _REL = re.compile(r"(<|>|\\(?:le|ge|lt|gt|ne)(?![a-zA-Z]))")
 _REPEAT = re.compile(r"([+-]?)(\d*)\.(\d*)\\(?:overline|bar|dot)\{?(\d+)\}?")
 _LHS = re.compile(r"(?:[a-zA-Z](?:_\{?\w+\}?)?|\([a-zA-Z,]+\)|[a-zA-Z]\([a-zA-Z]\))(?:=|\\in(?![a-z]))(.+)", re.S)
-_POINTS = re.compile(r"percentage|(?:[*×]|\\times|\\cdot)\s*100\b|\bout of 100\b", re.I)  # 'x 100 = 25%'
 _SETLIKE = re.compile(r"<|>|\\(?:le|ge|ne|mathbb|setminus)(?![a-z])")
 
 
@@ -372,7 +371,7 @@ def _equivalent(a, g, response=""):
     if pa != pg and (v := _number((a if pa else g).rsplit("=", 1)[-1])) is not None:  # one side is p%: p/100,
         h, w = str(v / 100), _number(g if pa else a)  # or p percentage points where the gold says so or the
         value = w == v / 100 if w is not None else _same(h, g) if pa else _same(a, h)  # response reads it so
-        return value or abs(v) >= 1 and bool(pg or _POINTS.search(response)) and _same(a, g)
+        return value or abs(v) >= 1 and _same(a, g)  # 25% answers 'what percent?' (gold 25); 0.5% never 0.5
     return _same(a, g)
 
 

@@ -271,7 +271,7 @@ def routes(model_dir, world_dir, n=300, k=4, as_json=False):
     offline = collections.defaultdict(list)
     for o in load_offline(os.path.join(world_dir, "offline.jsonl")):
         offline[o["id"]].append(o["response"])
-    enc, enc_tok = load_encoder(world_dir)
+    enc, enc_tok = load_encoder(world_dir if os.path.exists(os.path.join(world_dir, "config.json")) else model_dir)
     E_off = [embed(enc, enc_tok, offline[p["id"]], 512) for p in train]       # (M, d) each
     for r in ROUTES:
         E = embed(enc, enc_tok, [render(r, list(map(int, p["prompt"].split("+"))))[0] for p in train], 512)

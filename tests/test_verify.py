@@ -78,7 +78,7 @@ CASES = {
         ("#### 5 apples", "5", True),
         ("#### 60 mph", "60", True),
         (r"\boxed{25\%}", "0.25", True),  # a percent sign is part of the value
-        ("#### 25%", "25", False),
+        ("#### 25%", "25", True),  # GSM8K's "what percent?" golds are bare
         ("5 of 20 passed: 5/20 * 100 = 25%.\n#### 25%", "25", True),  # ... unless read as percentage points
         ("5 of 20 passed: 5/20 * 100 = 25%.\n#### 25%", "26", False),
         (r"\boxed{90^\circ}", "90", True),
@@ -149,7 +149,7 @@ CASES = {
         (r"\boxed{3.14159265358979323846264338327950288}", r"\pi", False),  # 36 digits are still rounded
         ("#### 15", "0.15", False),  # GSM8K percent gold 15
         ("#### 0.15", "15", False),
-        ("#### 15%", "15", False),  # 15% is 0.15
+        ("#### 15%", "15", True),  # 15% answers gold 15 (percentage points) and 0.15
         ("The percentage is 15%.", "15", True),
         ("The answer is 4 hours and 30 minutes.", "4", False),
         ("#### 4 and 30 minutes", "4", False),
