@@ -2,8 +2,11 @@
 
     python bench.py                               # the toy policy on CPU (data/toy)
     python bench.py --shape qwen2-1.5b --dtype bfloat16 --batch 64 --max_new_tokens 1024   # on a GPU
-Prints tokens/s of generation (our KV-cache sampler vs transformers' generate), of the update
-(length-sorted micro-batches vs one padded batch), the verifier's share of a step and peak GPU memory.
+    python bench.py --model DIR --batch 32 --threads 2 --repeats 3   # any local HF directory, e.g. SmolLM2
+                                                                     # (python data/smollm2.py --out DIR)
+Prints tokens/s of generation (our KV-cache sampler vs transformers' generate, both forced to the full
+budget and both stopping at EOS), of the update (length-sorted micro-batches vs one padded batch), the
+verifier's share of a step and peak GPU memory: a JSON record, then the same figures as sentences.
 """
 import argparse
 import json
@@ -69,6 +72,7 @@ def main():
     ap.add_argument("--micro_batch_tokens", type=int, default=8192)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=1, help="timed generation calls of each kind; the median counts")
     args = ap.parse_args()
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from data.formats import load_offline, load_problems
@@ -89,24 +93,47 @@ def main():
     res = {"device": device, "params_M": sum(p.numel() for p in model.parameters()) / 1e6, "rollouts": args.batch}
 
     # generation: ours vs transformers' generate, same prompts, same budget, sampling at T=1
+    from transformers import GenerationConfig
     model.eval()
+    P = max(len(p) for p in prompts)
+    ids = torch.tensor([[tok.pad_token_id] * (P - len(p)) + p for p in prompts], device=device)
+    attn = (torch.arange(P, device=device)[None] >= torch.tensor([P - len(p) for p in prompts], device=device)[:, None]).long()
+
+    def hf_generate(rows, n, stop):
+        """transformers' generate at T=1 (no top-k/top-p, whatever the model's generation_config says);
+        stop=False forces n new tokens (EOS suppressed), like a full-budget run of ours. Returns new tokens
+        (up to and including each row's first EOS when stop)."""
+        cfg = GenerationConfig(max_new_tokens=n, min_new_tokens=None if stop else n, do_sample=True, temperature=1.0,
+                               top_p=1.0, top_k=0, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                               disable_compile=True)
+        new = model.generate(input_ids=ids[:rows], attention_mask=attn[:rows], generation_config=cfg)[:, P:].tolist()
+        return sum(next((j + 1 for j, x in enumerate(r) if x == tok.eos_token_id), len(r)) if stop else len(r)
+                   for r in new)
+
+    def median_timed(fn):
+        """(last result, median seconds) over --repeats calls."""
+        runs = [timed(fn, device) for _ in range(max(1, args.repeats))]
+        return runs[-1][0], sorted(t for _, t in runs)[len(runs) // 2]
+
+    seeds = list(range(len(prompts)))
     with torch.no_grad(), autocast():
         sample(model, prompts[:4], 4, tok.eos_token_id, tok.pad_token_id)  # warm-up
-        out, t_ours = timed(lambda: sample(model, prompts, args.max_new_tokens, tok.eos_token_id, tok.pad_token_id,
-                                           seeds=list(range(len(prompts)))), device)
+        hf_generate(4, 4, stop=False)                                      # warm-up
+        out, t_ours = median_timed(lambda: sample(model, prompts, args.max_new_tokens, tok.eos_token_id,
+                                                  tok.pad_token_id, seeds=seeds))
         n_ours = sum(len(t) for t in out["tokens"])
-        P = max(len(p) for p in prompts)
-        ids = torch.tensor([[tok.pad_token_id] * (P - len(p)) + p for p in prompts], device=device)
         # like for like: both run the full budget (each stops when its own longest sample ends otherwise,
         # and the two draw different samples)
-        _, t_full = timed(lambda: sample(model, prompts, args.max_new_tokens, -1, tok.pad_token_id,
-                                         seeds=list(range(len(prompts)))), device)
-        gen, t_hf = timed(lambda: model.generate(input_ids=ids, attention_mask=(ids != tok.pad_token_id).long(),
-                                                 max_new_tokens=args.max_new_tokens, min_new_tokens=args.max_new_tokens,
-                                                 do_sample=True, top_k=0, pad_token_id=tok.pad_token_id,
-                                                 eos_token_id=tok.eos_token_id), device)
+        _, t_full = median_timed(lambda: sample(model, prompts, args.max_new_tokens, -1, tok.pad_token_id, seeds=seeds))
+        _, t_hf = median_timed(lambda: hf_generate(len(prompts), args.max_new_tokens, stop=False))
+        n_hf_eos, t_hf_eos = median_timed(lambda: hf_generate(len(prompts), args.max_new_tokens, stop=True))
+    n_full = len(prompts) * args.max_new_tokens
     res.update(gen_tokens=n_ours, gen_tok_s=n_ours / t_ours, gen_s=t_ours, full_budget_s=t_full,
-               hf_generate_full_budget_s=t_hf, gen_speedup_vs_hf=t_hf / t_full)
+               hf_generate_full_budget_s=t_hf, gen_speedup_vs_hf=t_hf / t_full,
+               model=args.model, threads=torch.get_num_threads() if device == "cpu" else None, dtype=args.dtype,
+               max_new_tokens=args.max_new_tokens, prompt_tokens_max=P, repeats=max(1, args.repeats),
+               full_budget_tok_s=n_full / t_full, hf_generate_full_budget_tok_s=n_full / t_hf,
+               hf_generate_tokens=n_hf_eos, hf_generate_s=t_hf_eos, hf_generate_tok_s=n_hf_eos / t_hf_eos)
 
     # update: rollouts plus teacher trajectories (about twice as long), sorted chunks vs one padded batch
     model.train()
@@ -128,6 +155,17 @@ def main():
     if device == "cuda":
         res["peak_gpu_mem_GiB"] = torch.cuda.max_memory_allocated() / 2 ** 30
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in res.items()}, indent=1))
+    r = res
+    print(f"\n{r['model']} ({r['params_M']:.1f}M parameters, {r['dtype']}, {r['device']}"
+          + (f", {r['threads']} thread{'s' * (r['threads'] > 1)}" if r["threads"] else "") + f"), {r['rollouts']} rows, prompts up to "
+          f"{r['prompt_tokens_max']} tokens, {r['max_new_tokens']} new tokens at T=1, median of {r['repeats']} call(s):")
+    print(f"  generation, forced to the full budget: model.sample {r['full_budget_tok_s']:,.0f} tok/s, "
+          f"transformers.generate {r['hf_generate_full_budget_tok_s']:,.0f} tok/s: sample is {r['gen_speedup_vs_hf']:.2f}x")
+    print(f"  generation, each row stops at EOS:     model.sample {r['gen_tok_s']:,.0f} tok/s ({r['gen_tokens']} tokens "
+          f"in {r['gen_s']:.2f} s), transformers.generate {r['hf_generate_tok_s']:,.0f} tok/s ({r['hf_generate_tokens']} "
+          f"tokens in {r['hf_generate_s']:.2f} s; different samples)")
+    print(f"  update (GRPO loss forward+backward): {r['update_tok_s']:,.0f} response tok/s ({r['update_tokens']} tokens "
+          f"in {r['update_s']:.2f} s); one padded batch takes {r['update_speedup_sorted']:.2f}x as long")
 
 
 if __name__ == "__main__":

