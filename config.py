@@ -37,14 +37,14 @@ class Config:
     entropy_coef: float = 0.0               # beta_H: L - beta_H * token-mean entropy
     adv_std: bool = True                    # SPEC step 7 divides by the group std; False: A_i = R_i - mean
     # rollouts
-    problems_per_step: int = 16             # B, problems in the global batch
+    problems_per_step: int = 8              # B, problems in the global batch
     group_size: int = 8                     # N, rollouts per problem
     max_new_tokens: int = 64                # response budget; longer offline trajectories are dropped
     temperature: float = 1.0
     top_p: float = 1.0
     compile_decode: bool = False            # torch.compile the decode step (CUDA graphs on a GPU); same samples
     # optimisation
-    max_steps: int = 150
+    max_steps: int = 100
     lr: float = 1e-4
     lr_schedule: str = "constant"           # constant | cosine (to 10%)
     warmup_steps: int = 0
@@ -57,7 +57,7 @@ class Config:
     encoder_max_tokens: int = 512           # the encoder reads at most this many response tokens
     cache_dir: str = ""                     # offline-embedding cache; "" = a cache/ folder beside offline_file
     # evaluation, logging, checkpoints
-    eval_every: int = 50                    # held-out greedy accuracy every this many steps (0 = only start/end)
+    eval_every: int = 25                    # held-out greedy accuracy every this many steps (0 = only start/end)
     eval_problems: int = 300                # held-out problems used (0 = all)
     sample_every: int = 25                  # dump rollouts to out_dir/samples every this many steps
     save_every: int = 50                    # checkpoint every this many steps (and at the end)

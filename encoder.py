@@ -14,7 +14,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-from model import decoder_forward, fast_path_ok
+from model import decoder_forward, fast_path_ok, micro_batches
 
 
 def load_encoder(path, dtype=torch.float32, device="cpu"):
@@ -39,20 +39,20 @@ def mean_pool(hidden, mask):
 
 
 @torch.no_grad()
-def embed(encoder, tokenizer, texts, max_tokens, batch_size=64):
+def embed(encoder, tokenizer, texts, max_tokens, batch_size=64, overhead_tokens=128):
     """Unit embeddings (len(texts), d) float32 of response texts.
 
-    Each distinct text is encoded once (a GRPO group often repeats a response), in batches sorted by
-    length; Llama-family encoders run model.decoder_forward, others their HF forward."""
+    Each distinct text is encoded once (a GRPO group often repeats a response), in chunks of similar
+    lengths cut by model.micro_batches (padding against a forward call's fixed cost, overhead_tokens;
+    at most batch_size texts' worth of max_tokens padded tokens per chunk); Llama-family encoders run
+    model.decoder_forward, others their HF forward."""
     device = next(encoder.parameters()).device
     distinct = list(dict.fromkeys(texts))
     ids = [t[:max_tokens] or [tokenizer.pad_token_id]
            for t in (tokenizer(distinct, add_special_tokens=False)["input_ids"] if distinct else [])]
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths -> little padding
     out = [None] * len(ids)
     fast = fast_path_ok(encoder)
-    for s in range(0, len(order), batch_size):
-        chunk = order[s:s + batch_size]
+    for chunk in micro_batches([len(i) for i in ids], batch_size * max_tokens, overhead_tokens):
         T = max(len(ids[i]) for i in chunk)
         x = torch.full((len(chunk), T), tokenizer.pad_token_id, dtype=torch.long)
         m = torch.zeros((len(chunk), T), dtype=torch.long)
@@ -60,11 +60,9 @@ def embed(encoder, tokenizer, texts, max_tokens, batch_size=64):
             x[row, :len(ids[i])] = torch.tensor(ids[i])
             m[row, :len(ids[i])] = 1
         x, m = x.to(device), m.to(device)
-        if fast:  # causal attention over the real tokens (a padding query sees itself: no NaN)
-            attn = torch.ones(T, T, dtype=torch.bool, device=device).tril() & m.bool()[:, None, :]
-            attn |= torch.eye(T, dtype=torch.bool, device=device)
+        if fast:  # right padding: plain causal attention never lets a real token see a padding one
             pos = torch.arange(T, device=device).expand(len(chunk), T)
-            hidden = decoder_forward(encoder, x, pos, attn)
+            hidden = decoder_forward(encoder, x, pos, None)
         else:
             hidden = encoder(input_ids=x, attention_mask=m).last_hidden_state
         for row, e in zip(chunk, mean_pool(hidden, m).cpu()):

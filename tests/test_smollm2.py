@@ -88,12 +88,12 @@ def test_refuses_a_foreign_directory(tmp_path):
 
 
 def test_eval_cli(smol, gsm8k):
-    """eval.py on the real model: every problem answered, within the budget, tagged gsm8k."""
+    """eval.py on the real model: every problem answered, within the budget, tagged with its file's name."""
     run(os.path.join(ROOT, "eval.py"), "--model", smol, "--data", str(gsm8k / "problems.jsonl"),
         "--max_new_tokens", "16", "--out", str(gsm8k / "eval.json"))
     res = json.load(open(gsm8k / "eval.json"))
     g = res["greedy"]
-    assert g["n"] == 4 and set(g["per_benchmark"]) == {"gsm8k"} and g["per_benchmark"]["gsm8k"]["n"] == 4
+    assert g["n"] == 4 and set(g["per_benchmark"]) == {"problems"} and g["per_benchmark"]["problems"]["n"] == 4
     assert 0 < g["mean_len"] <= 16 and 0 <= g["trunc"] <= 1 and 0 <= g["acc"] <= 1 and res["sampled"] is None
 
 

@@ -30,7 +30,9 @@ def test_every_route_writes_the_sum_and_is_recognised():
 
 def test_worked_example_17_25_38_46():
     x = [17, 25, 38, 46]
-    assert make_toy.render("direct", x)[0] == "17+25+38+46=126\n#### 126"
+    assert make_toy.render("direct", x)[0] == "126=17+25+38+46\n#### 126"  # the habit: the total first
+    assert make_toy.render("direct", x, direct="worked")[0] == "17+25+38+46=126\n#### 126"  # phases 1-2
+    assert make_toy.style_of("17+25+38+46=126\n#### 126") == "direct"
     assert make_toy.render("chain", x)[0] == "17+25=42\n42+38=80\n80+46=126\n#### 126"
     assert make_toy.render("pairs", x)[0] == "17+46=63\n25+38=63\n63+63=126\n#### 126"
     assert make_toy.render("column", x)[0] == "ones 7+5=12+8=20+6=26\ntens 2+1=3+2=5+3=8+4=12\n#### 126"
