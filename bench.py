@@ -73,6 +73,8 @@ def main():
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=1, help="timed generation calls of each kind; the median counts")
+    ap.add_argument("--compiled", action="store_true", help="also time model.sample(compiled=True) (torch.compile; "
+                    "CUDA graphs on a GPU), after one untimed call that compiles")
     args = ap.parse_args()
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from data.formats import load_offline, load_problems
@@ -125,6 +127,13 @@ def main():
         # like for like: both run the full budget (each stops when its own longest sample ends otherwise,
         # and the two draw different samples)
         _, t_full = median_timed(lambda: sample(model, prompts, args.max_new_tokens, -1, tok.pad_token_id, seeds=seeds))
+        if args.compiled:
+            full = lambda: sample(model, prompts, args.max_new_tokens, -1, tok.pad_token_id, seeds=seeds,  # noqa: E731
+                                  compiled=True)
+            t0 = time.time()
+            full()  # compiles (one graph per batch size)
+            res["compile_s"] = time.time() - t0
+            _, res["compiled_full_budget_s"] = median_timed(full)
         _, t_hf = median_timed(lambda: hf_generate(len(prompts), args.max_new_tokens, stop=False))
         n_hf_eos, t_hf_eos = median_timed(lambda: hf_generate(len(prompts), args.max_new_tokens, stop=True))
     n_full = len(prompts) * args.max_new_tokens
@@ -161,6 +170,10 @@ def main():
           f"{r['prompt_tokens_max']} tokens, {r['max_new_tokens']} new tokens at T=1, median of {r['repeats']} call(s):")
     print(f"  generation, forced to the full budget: model.sample {r['full_budget_tok_s']:,.0f} tok/s, "
           f"transformers.generate {r['hf_generate_full_budget_tok_s']:,.0f} tok/s: sample is {r['gen_speedup_vs_hf']:.2f}x")
+    if "compiled_full_budget_s" in r:
+        print(f"  generation, compiled (compile_decode): {n_full / r['compiled_full_budget_s']:,.0f} tok/s, "
+              f"{r['hf_generate_full_budget_s'] / r['compiled_full_budget_s']:.2f}x transformers.generate "
+              f"(compiling took {r['compile_s']:.0f} s)")
     print(f"  generation, each row stops at EOS:     model.sample {r['gen_tok_s']:,.0f} tok/s ({r['gen_tokens']} tokens "
           f"in {r['gen_s']:.2f} s), transformers.generate {r['hf_generate_tok_s']:,.0f} tok/s ({r['hf_generate_tokens']} "
           f"tokens in {r['hf_generate_s']:.2f} s; different samples)")

@@ -44,7 +44,7 @@ def embed(encoder, tokenizer, texts, max_tokens, batch_size=64, overhead_tokens=
 
     Each distinct text is encoded once (a GRPO group often repeats a response), in chunks of similar
     lengths cut by model.micro_batches (padding against a forward call's fixed cost, overhead_tokens;
-    at most batch_size texts' worth of max_tokens padded tokens per chunk); Llama-family encoders run
+    at most batch_size texts per chunk); Llama-family encoders run
     model.decoder_forward, others their HF forward."""
     device = next(encoder.parameters()).device
     distinct = list(dict.fromkeys(texts))
@@ -52,7 +52,7 @@ def embed(encoder, tokenizer, texts, max_tokens, batch_size=64, overhead_tokens=
            for t in (tokenizer(distinct, add_special_tokens=False)["input_ids"] if distinct else [])]
     out = [None] * len(ids)
     fast = fast_path_ok(encoder)
-    for chunk in micro_batches([len(i) for i in ids], batch_size * max_tokens, overhead_tokens):
+    for chunk in micro_batches([len(i) for i in ids], batch_size * max_tokens, overhead_tokens, batch_size):
         T = max(len(ids[i]) for i in chunk)
         x = torch.full((len(chunk), T), tokenizer.pad_token_id, dtype=torch.long)
         m = torch.zeros((len(chunk), T), dtype=torch.long)

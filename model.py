@@ -363,16 +363,17 @@ def pad_batch(prompts, responses, pad_id, device="cpu"):
     return ids.to(device), attn.to(device), resp_mask.to(device)
 
 
-def micro_batches(lengths, max_tokens, overhead_tokens=256):
+def micro_batches(lengths, max_tokens, overhead_tokens=256, max_rows=None):
     """Row indices cut into forward/backward chunks: rows sorted by length, cut where it minimises
     padded tokens + overhead_tokens per chunk (a forward call's fixed cost), with no chunk over
-    max_tokens padded tokens unless it is a single row. lengths: tokens per row -> list of lists."""
+    max_tokens padded tokens unless it is a single row, nor over max_rows rows. lengths: tokens per
+    row -> list of lists. O(rows x rows per chunk)."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     L = [lengths[i] for i in order]
     best, cut = [0.0] + [math.inf] * len(L), [0] * (len(L) + 1)           # best[j]: cost of rows :j
     for j in range(1, len(L) + 1):
         for i in range(j - 1, -1, -1):                                     # chunk = sorted rows i..j-1
-            if L[j - 1] * (j - i) > max_tokens and j - i > 1:
+            if (L[j - 1] * (j - i) > max_tokens and j - i > 1) or (max_rows and j - i > max_rows):
                 break
             cost = best[i] + L[j - 1] * (j - i) + overhead_tokens
             if cost < best[j]:

@@ -356,6 +356,9 @@ def test_micro_batches_partition_and_cap():
     for c in chunks:
         assert len(c) == 1 or max(lengths[i] for i in c) * len(c) <= 1000
     assert [150] in chunks
+    rowcap = micro_batches(lengths, max_tokens=10**6, overhead_tokens=10**6, max_rows=16)
+    assert sorted(i for c in rowcap for i in c) == list(range(len(lengths)))
+    assert max(map(len, rowcap)) == 16 and len(rowcap) == 10  # 151 rows, at most 16 a chunk: 10 chunks
 
 
 def brute_force_cost(L, max_tokens, overhead):
