@@ -45,8 +45,8 @@ def response_ids(tokenizer, texts):
     """Token ids of finished responses (offline trajectories): each text, then EOS. texts: a string, or a
     list of them (one tokenizer call for all: 12k toy trajectories take 0.3 s instead of 8)."""
     one = isinstance(texts, str)
-    ids = tokenizer([texts] if one else list(texts), add_special_tokens=False)["input_ids"] if one or texts else []
-    ids = [x + [tokenizer.eos_token_id] for x in ids]
+    texts = [texts] if one else list(texts)
+    ids = [x + [tokenizer.eos_token_id] for x in (tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else [])]
     return ids[0] if one else ids
 
 

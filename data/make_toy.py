@@ -264,35 +264,33 @@ def routes(model_dir, world_dir, n=300, k=4, as_json=False, shares_only=False):
         texts = run([b for b in base for _ in range(reps)], temperature, list(range(len(base) * reps)))
         count, correct = collections.Counter(), collections.Counter()
         for j, text in enumerate(texts):
-            count[style_of(text)] += 1
-            correct[style_of(text)] += verify(text, probs[j // reps]["answer"])
+            route = style_of(text)
+            count[route] += 1
+            correct[route] += verify(text, probs[j // reps]["answer"])
         for r in names:
             res[r][f"share_{name}"] = count[r] / len(texts)
             if name == "t1":
                 res[r]["acc_t1"], res[r]["n_t1"] = (correct[r] / count[r] if count[r] else None), count[r]
         print(f"{name:6s} acc {sum(correct.values()) / len(texts):.3f} | " +
               " ".join(f"{r} {count[r]}/{len(texts)} (acc {correct[r] / max(count[r], 1):.2f})" for r in names))
-    if shares_only:
-        if as_json:
-            print(json.dumps({"routes": res}))
-        return res
-    for r in ROUTES:  # the route's opening is given; the policy writes the rest at T=1
-        heads = [opening(r, x) for x in nums]
-        texts = run([b + tok(h, add_special_tokens=False)["input_ids"] for b, h in zip(base, heads)], 1.0,
-                    list(range(len(base))), heads)
-        res[r]["acc_forced"] = sum(verify(t, p["answer"]) for t, p in zip(texts, probs)) / len(probs)
-    print("forced T=1 acc | " + " ".join(f"{r} {res[r]['acc_forced']:.3f}" for r in ROUTES))
-    # D of each route's correct text against the teachers' trajectories of the same RL problem
-    train = load_problems(os.path.join(world_dir, "train.jsonl"))[:100]
-    offline = collections.defaultdict(list)
-    for o in load_offline(os.path.join(world_dir, "offline.jsonl")):
-        offline[o["id"]].append(o["response"])
-    enc, enc_tok = load_encoder(world_dir if os.path.exists(os.path.join(world_dir, "config.json")) else model_dir)
-    E_off = [embed(enc, enc_tok, offline[p["id"]], 512) for p in train]       # (M, d) each
-    for r in ROUTES:
-        E = embed(enc, enc_tok, [render(r, list(map(int, p["prompt"].split("+"))))[0] for p in train], 512)
-        res[r]["D"] = sum(divergence(cosine_matrix(E[i:i + 1], E_off[i])).item() for i in range(len(train))) / len(train)
-    print("mean D (frozen base encoder) | " + " ".join(f"{r} {res[r]['D']:.3f}" for r in ROUTES))
+    if not shares_only:
+        for r in ROUTES:  # the route's opening is given; the policy writes the rest at T=1
+            heads = [opening(r, x) for x in nums]
+            texts = run([b + tok(h, add_special_tokens=False)["input_ids"] for b, h in zip(base, heads)], 1.0,
+                        list(range(len(base))), heads)
+            res[r]["acc_forced"] = sum(verify(t, p["answer"]) for t, p in zip(texts, probs)) / len(probs)
+        print("forced T=1 acc | " + " ".join(f"{r} {res[r]['acc_forced']:.3f}" for r in ROUTES))
+        # D of each route's correct text against the teachers' trajectories of the same RL problem
+        train = load_problems(os.path.join(world_dir, "train.jsonl"))[:100]
+        offline = collections.defaultdict(list)
+        for o in load_offline(os.path.join(world_dir, "offline.jsonl")):
+            offline[o["id"]].append(o["response"])
+        enc, enc_tok = load_encoder(world_dir if os.path.exists(os.path.join(world_dir, "config.json")) else model_dir)
+        E_off = [embed(enc, enc_tok, offline[p["id"]], 512) for p in train]       # (M, d) each
+        for r in ROUTES:
+            E = embed(enc, enc_tok, [render(r, list(map(int, p["prompt"].split("+"))))[0] for p in train], 512)
+            res[r]["D"] = sum(divergence(cosine_matrix(E[i:i + 1], E_off[i])).item() for i in range(len(train))) / len(train)
+        print("mean D (frozen base encoder) | " + " ".join(f"{r} {res[r]['D']:.3f}" for r in ROUTES))
     if as_json:
         print(json.dumps({"routes": res}))
     return res
