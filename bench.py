@@ -5,8 +5,9 @@
     python bench.py --model DIR --batch 32 --threads 2 --repeats 3   # any local HF directory, e.g. SmolLM2
                                                                      # (python data/smollm2.py --out DIR)
 Prints tokens/s of generation (our KV-cache sampler vs transformers' generate, both forced to the full
-budget and both stopping at EOS), of the update (length-sorted micro-batches vs one padded batch), the
-verifier's share of a step and peak GPU memory: a JSON record, then the same figures as sentences.
+budget and both stopping at EOS; the calls alternate round by round), of the update (length-sorted
+micro-batches vs one padded batch), the verifier's share of a step and peak GPU memory: a JSON record,
+then the same figures as sentences.
 """
 import argparse
 import json
@@ -112,30 +113,33 @@ def main():
         return sum(next((j + 1 for j, x in enumerate(r) if x == tok.eos_token_id), len(r)) if stop else len(r)
                    for r in new)
 
-    def median_timed(fn):
-        """(last result, median seconds) over --repeats calls."""
-        runs = [timed(fn, device) for _ in range(max(1, args.repeats))]
-        return runs[-1][0], sorted(t for _, t in runs)[len(runs) // 2]
-
     seeds = list(range(len(prompts)))
+    ours = lambda eos, compiled=False: sample(model, prompts, args.max_new_tokens, eos, tok.pad_token_id,  # noqa: E731
+                                              seeds=seeds, compiled=compiled)
+    calls = {"ours": lambda: ours(tok.eos_token_id), "full": lambda: ours(-1),  # -1: no EOS, the full budget
+             "hf_full": lambda: hf_generate(len(prompts), args.max_new_tokens, stop=False),
+             "hf_eos": lambda: hf_generate(len(prompts), args.max_new_tokens, stop=True)}
     with torch.no_grad(), autocast():
         sample(model, prompts[:4], 4, tok.eos_token_id, tok.pad_token_id)  # warm-up
         hf_generate(4, 4, stop=False)                                      # warm-up
-        out, t_ours = median_timed(lambda: sample(model, prompts, args.max_new_tokens, tok.eos_token_id,
-                                                  tok.pad_token_id, seeds=seeds))
-        n_ours = sum(len(t) for t in out["tokens"])
-        # like for like: both run the full budget (each stops when its own longest sample ends otherwise,
-        # and the two draw different samples)
-        _, t_full = median_timed(lambda: sample(model, prompts, args.max_new_tokens, -1, tok.pad_token_id, seeds=seeds))
         if args.compiled:
-            full = lambda: sample(model, prompts, args.max_new_tokens, -1, tok.pad_token_id, seeds=seeds,  # noqa: E731
-                                  compiled=True)
+            calls["compiled"] = lambda: ours(-1, compiled=True)
             t0 = time.time()
-            full()  # compiles (one graph per batch size)
+            calls["compiled"]()  # compiles (one graph per batch size)
             res["compile_s"] = time.time() - t0
-            _, res["compiled_full_budget_s"] = median_timed(full)
-        _, t_hf = median_timed(lambda: hf_generate(len(prompts), args.max_new_tokens, stop=False))
-        n_hf_eos, t_hf_eos = median_timed(lambda: hf_generate(len(prompts), args.max_new_tokens, stop=True))
+        # the calls alternate, round after round, so a busy spell of this shared machine hits all of them;
+        # like for like: "full" and "hf_full" both run the full budget (each stops when its own longest
+        # sample ends otherwise, and the two draw different samples)
+        runs = {k: [] for k in calls}
+        for _ in range(max(1, args.repeats)):
+            for k, fn in calls.items():
+                runs[k].append(timed(fn, device))
+        med = {k: sorted(t for _, t in v)[len(v) // 2] for k, v in runs.items()}  # median seconds
+        out, n_hf_eos = runs["ours"][-1][0], runs["hf_eos"][-1][0]
+        n_ours = sum(len(t) for t in out["tokens"])
+        t_ours, t_full, t_hf, t_hf_eos = med["ours"], med["full"], med["hf_full"], med["hf_eos"]
+        if args.compiled:
+            res["compiled_full_budget_s"] = med["compiled"]
     n_full = len(prompts) * args.max_new_tokens
     res.update(gen_tokens=n_ours, gen_tok_s=n_ours / t_ours, gen_s=t_ours, full_budget_s=t_full,
                hf_generate_full_budget_s=t_hf, gen_speedup_vs_hf=t_hf / t_full,

@@ -606,6 +606,51 @@ def test_static_cache_decoder_equals_hf_forward(kind):
     assert any(len(t) < 12 for t in a["tokens"]) and any(len(t) == 12 for t in a["tokens"])
 
 
+@pytest.mark.parametrize("kind", ["llama", "qwen2", "qwen3"])
+def test_packed_weights_decode_what_the_hf_forward_decodes(kind, monkeypatch):
+    """With every linear layer packed for oneDNN (the threshold lowered to 0 so a tiny model takes the
+    path a 135M+ model takes), sample() still decodes the HF forward's tokens and log-probs."""
+    import functools
+    import model as M
+    m = tiny_family_model(kind)
+    packed = M.packed_linears(m, 4, min_numel=0)
+    assert len(packed) == 2 * 7 + 1  # q, k, v, o, gate, up, down per layer, and the head
+    a, mlp = m.model.layers[1].self_attn, m.model.layers[1].mlp
+    for mod in (a.q_proj, a.v_proj, a.o_proj, mlp.down_proj, m.lm_head):   # qwen2's q, k, v have biases
+        x = torch.randn(3, 5, mod.in_features)
+        torch.testing.assert_close(M.linear(mod, x, packed), mod(x), atol=1e-5, rtol=1e-5)
+    monkeypatch.setattr(M, "packed_linears", functools.partial(M.packed_linears, min_numel=0))
+    prompts = PROMPTS + [PROMPTS[1]] * 3
+    kw = dict(max_new_tokens=12, eos_id=-1, pad_id=PAD, temperature=1.0, seeds=list(range(len(prompts))))
+    a, b = sample(m, prompts, **kw), hf_decoded(m, prompts, **kw)
+    assert a["tokens"] == b["tokens"]
+    for x, y in zip(a["logps"], b["logps"]):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)
+
+
+def test_packed_weights_only_for_large_float32_layers_on_cpu():
+    """Small layers (below 2^18 weights) and bf16 autocast keep the plain F.linear path."""
+    import model as M
+    m = tiny_family_model("llama")
+    assert M.packed_linears(m, 4) == {}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert M.packed_linears(m, 4, min_numel=0) == {}
+
+
+def test_decode_attention_equals_a_naive_masked_softmax():
+    """attend() for one query per row (the decode step) against repeat-the-key-heads, mask, softmax."""
+    from model import attend
+    g = torch.Generator().manual_seed(0)
+    b, H, Hkv, S, hd = 3, 6, 2, 7, 8
+    q, k, v = torch.randn(b, H, 1, hd, generator=g), torch.randn(b, Hkv, S, hd, generator=g), torch.randn(b, Hkv, S, hd, generator=g)
+    mask = torch.rand(b, 1, S, generator=g) > 0.3
+    mask[:, :, 0] = True
+    K, V = k.repeat_interleave(H // Hkv, 1), v.repeat_interleave(H // Hkv, 1)    # query head h reads key head h // 3
+    w = (q @ K.transpose(-1, -2)) / hd ** 0.5
+    ref = w.masked_fill(~mask[:, None], float("-inf")).softmax(-1) @ V
+    torch.testing.assert_close(attend(q, k, v, mask), ref, atol=1e-6, rtol=1e-5)
+
+
 def test_shared_prompts_sample_what_separate_prompts_sample(tiny_lm):
     """A group of N rows with one prompt (prefilled once) samples what N separately prefilled rows do."""
     kw = dict(max_new_tokens=10, eos_id=EOS, pad_id=PAD, temperature=1.0)
