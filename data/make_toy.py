@@ -232,14 +232,14 @@ def style_of(text):
     return "other"
 
 
-def routes(model_dir, world_dir, n=300, k=4, as_json=False, shares_only=False):
+def routes(model_dir, world_dir, n=300, k=4, as_json=False, shares_only=False, log=None):
     """Measure, on the first n held-out problems, each route's share of greedy responses and of k
     samples per problem at T=1 (with accuracy among those samples), its accuracy at T=1 when the
     response is made to start with the route's opening (`acc_forced`: how well the policy executes the
     route, measured on all n problems however rarely it picks it), and its mean divergence D from the
     teachers under the frozen initial policy of `world_dir` (the default encoder), over the first 100
-    RL problems (shares_only: the shares and acc_t1 alone). Prints one line per measure; with as_json, the
-    last line is one JSON object."""
+    RL problems (shares_only: the shares and acc_t1 alone). Prints one line per measure (to log, default
+    stdout); with as_json, the last line is one JSON object. Returns {route: measures}."""
     import collections
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from data.formats import load_offline, load_problems
@@ -272,14 +272,14 @@ def routes(model_dir, world_dir, n=300, k=4, as_json=False, shares_only=False):
             if name == "t1":
                 res[r]["acc_t1"], res[r]["n_t1"] = (correct[r] / count[r] if count[r] else None), count[r]
         print(f"{name:6s} acc {sum(correct.values()) / len(texts):.3f} | " +
-              " ".join(f"{r} {count[r]}/{len(texts)} (acc {correct[r] / max(count[r], 1):.2f})" for r in names))
+              " ".join(f"{r} {count[r]}/{len(texts)} (acc {correct[r] / max(count[r], 1):.2f})" for r in names), file=log)
     if not shares_only:
         for r in ROUTES:  # the route's opening is given; the policy writes the rest at T=1
             heads = [opening(r, x) for x in nums]
             texts = run([b + tok(h, add_special_tokens=False)["input_ids"] for b, h in zip(base, heads)], 1.0,
                         list(range(len(base))), heads)
             res[r]["acc_forced"] = sum(verify(t, p["answer"]) for t, p in zip(texts, probs)) / len(probs)
-        print("forced T=1 acc | " + " ".join(f"{r} {res[r]['acc_forced']:.3f}" for r in ROUTES))
+        print("forced T=1 acc | " + " ".join(f"{r} {res[r]['acc_forced']:.3f}" for r in ROUTES), file=log)
         # D of each route's correct text against the teachers' trajectories of the same RL problem
         train = load_problems(os.path.join(world_dir, "train.jsonl"))[:100]
         offline = collections.defaultdict(list)
@@ -290,9 +290,9 @@ def routes(model_dir, world_dir, n=300, k=4, as_json=False, shares_only=False):
         for r in ROUTES:
             E = embed(enc, enc_tok, [render(r, list(map(int, p["prompt"].split("+"))))[0] for p in train], 512)
             res[r]["D"] = sum(divergence(cosine_matrix(E[i:i + 1], E_off[i])).item() for i in range(len(train))) / len(train)
-        print("mean D (frozen base encoder) | " + " ".join(f"{r} {res[r]['D']:.3f}" for r in ROUTES))
+        print("mean D (frozen base encoder) | " + " ".join(f"{r} {res[r]['D']:.3f}" for r in ROUTES), file=log)
     if as_json:
-        print(json.dumps({"routes": res}))
+        print(json.dumps({"routes": res}), file=log)
     return res
 
 

