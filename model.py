@@ -144,7 +144,8 @@ def packed_linears(model, rows, min_numel=1 << 18):
     on CPU ({} anywhere else). The blocked layout is made once per sample() call (the policy changes
     every step) and read at every decode step: 1.2-1.7x faster matmuls at decode batch sizes; below
     2^18 weights the kernel's fixed cost outweighs that. rows: the batch size it is cut for."""
-    if next(model.parameters()).device.type != "cpu" or torch.is_autocast_enabled("cpu") or model.dtype != torch.float32:
+    if (next(model.parameters()).device.type != "cpu" or torch.is_autocast_enabled("cpu")
+            or model.dtype != torch.float32 or not torch.backends.mkldnn.is_available()):
         return {}
     return {m: torch.ops.mkldnn._reorder_linear_weight(m.weight.detach(), rows) for m in model.modules()
             if isinstance(m, torch.nn.Linear) and m.weight.numel() >= min_numel}
