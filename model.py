@@ -191,7 +191,7 @@ def decoder_forward(inner, ids, pos, mask, kv=None, col=None, packed=None):
     for i, layer in enumerate(inner.layers):
         a, mlp = layer.self_attn, layer.mlp
         x = layer.input_layernorm(h)
-        q, k, v = (linear(proj, x, packed).view(b, s, -1, a.head_dim) for proj in (a.q_proj, a.k_proj, a.v_proj))
+        q, k, v = (linear(p, x, packed).view(b, s, -1, a.head_dim) for p in (a.q_proj, a.k_proj, a.v_proj))
         if hasattr(a, "q_norm"):  # Qwen3 normalises queries and keys per head, before rope
             q, k = a.q_norm(q), a.k_norm(k)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)   # (b, H, s, hd)
@@ -204,7 +204,8 @@ def decoder_forward(inner, ids, pos, mask, kv=None, col=None, packed=None):
         o = attend(q, k.to(q.dtype), v.to(q.dtype), mask)                   # (b, H, s, hd)
         h = h + linear(a.o_proj, o.transpose(1, 2).reshape(b, s, -1), packed)
         x = layer.post_attention_layernorm(h)                               # SwiGLU, as LlamaMLP
-        h = h + linear(mlp.down_proj, F.silu(linear(mlp.gate_proj, x, packed)) * linear(mlp.up_proj, x, packed), packed)
+        gate, up = linear(mlp.gate_proj, x, packed), linear(mlp.up_proj, x, packed)
+        h = h + linear(mlp.down_proj, F.silu(gate) * up, packed)
     return inner.norm(h)
 
 
@@ -283,7 +284,8 @@ def decode_step_compiled(model):
     cache (masked), so one graph serves every step; on a GPU, mode reduce-overhead adds CUDA graphs."""
     cuda = next(model.parameters()).is_cuda
     fn = torch.compile(decode_step, mode="reduce-overhead" if cuda else None, dynamic=None)
-    return lambda m, tok, pos, valid, kv, col, packed: fn(m, tok, pos, valid, kv, torch.tensor([col], device=tok.device))
+    return lambda m, tok, pos, valid, kv, col, packed: fn(m, tok, pos, valid, kv,  # packed: eager only
+                                                          torch.tensor([col], device=tok.device))
 
 
 class HFDecoder:
