@@ -44,8 +44,8 @@ def embed(encoder, tokenizer, texts, max_tokens, batch_size=64, overhead_tokens=
 
     Each distinct text is encoded once (a GRPO group often repeats a response), in chunks of similar
     lengths cut by model.micro_batches (padding against a forward call's fixed cost, overhead_tokens;
-    at most batch_size texts per chunk); Llama-family encoders run
-    model.decoder_forward, others their HF forward."""
+    at most batch_size texts per chunk); Llama-family encoders run model.decoder_forward, others their HF
+    forward."""
     device = next(encoder.parameters()).device
     distinct = list(dict.fromkeys(texts))
     ids = [t[:max_tokens] or [tokenizer.pad_token_id]

@@ -128,8 +128,8 @@ def finished(run_dir, argv, max_steps):
 
 def run_one(run_dir, argv, max_steps, world):
     """Train and diagnose one run; returns an error message or None."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     if not finished(run_dir, argv, max_steps):
+        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished run is redone from the start
         os.makedirs(run_dir)
         t0 = time.time()
@@ -337,7 +337,8 @@ def main(argv=None):
     failed, t_all = [], time.time()
     import torch  # the routes diagnostic runs in this process's threads: one torch thread each, as in training
     from model import load_policy
-    load_policy(world)  # transformers imports lazily and not thread-safely: the Llama classes are imported here
+    if todo:  # transformers imports lazily and not thread-safely: the Llama classes are imported here, once
+        load_policy(world)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
