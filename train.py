@@ -152,13 +152,21 @@ n_off = sum(len(v) for v in offline.values())
 print0(f"offline: {n_off} trajectories for {len(offline)} of {len(train_problems)} problems "
        f"({n_dropped} dropped: longer than max_new_tokens={cfg.max_new_tokens})")
 
+@functools.lru_cache(maxsize=2)
+def epoch_order(epoch):
+    return torch.randperm(len(train_problems), generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch)).tolist()
+
+
 needs_D = cfg.replace_mode == "replace" or (cfg.exploration_reward and cfg.use_divergence)
 encoder = enc_tok = None
 if needs_D and n_off:
     enc_dir = cfg.encoder or cfg.model  # the frozen copy is the *initial* policy, also on resume
     encoder, enc_tok = load_encoder(enc_dir, dtype=dtype, device=device)  # frozen: no fp32 master needed
-    flat = [(pid, i) for pid in sorted(offline) for i in range(len(offline[pid]))]
-    texts = [offline[pid][i]["text"] for pid, i in flat]
+    # only the problems this run's schedule visits (batch_problems, every rank, every step), so a run
+    # shorter than an epoch embeds that share of the pool (the tiny run: 800 of 4,000 problems)
+    n_visits = min(cfg.max_steps * cfg.problems_per_step, len(train_problems))  # an epoch visits them all
+    visited = sorted({train_problems[i]["id"] for i in epoch_order(0)[:n_visits]} & offline.keys())
+    texts = [it["text"] for pid in visited for it in offline[pid]]
     key = cache_key(cfg.offline_file, texts, enc_dir, cfg.encoder_max_tokens)
     cache_dir = cfg.cache_dir or os.path.join(os.path.dirname(os.path.abspath(cfg.offline_file)), "cache")
     t0 = time.time()
@@ -171,10 +179,10 @@ if needs_D and n_off:
         E_off, path, hit = cached_offline_embeddings(cache_dir, key, texts, None)
     # (M, d) per problem, stacked once: offline embeddings never change during a run
     E_off_of, j = {}, 0
-    for pid in sorted(offline):  # `flat` lists each problem's trajectories contiguously, in this order
+    for pid in visited:  # `texts` lists each problem's trajectories contiguously, in this order
         E_off_of[pid], j = E_off[j:j + len(offline[pid])], j + len(offline[pid])
-    print0(f"offline embeddings {tuple(E_off.shape)} {'loaded from' if hit else 'computed into'} {path} "
-           f"({time.time() - t0:.1f}s)")
+    print0(f"offline embeddings {tuple(E_off.shape)} of the {len(visited)} problems this run visits "
+           f"{'loaded from' if hit else 'computed into'} {path} ({time.time() - t0:.1f}s)")
 
 # -----------------------------------------------------------------------------
 # helpers: schedule, batches, checkpoints
@@ -184,11 +192,6 @@ def lr_at(step):
     if cfg.lr_schedule == "cosine":
         return cfg.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.max_steps)))
     return cfg.lr * warm
-
-
-@functools.lru_cache(maxsize=2)
-def epoch_order(epoch):
-    return torch.randperm(len(train_problems), generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch)).tolist()
 
 
 def batch_problems(step):

@@ -137,6 +137,28 @@ def test_every_baseline_runs_through_the_loop(world, tmp_path, algo):
         assert rec["n_offline"] == 0
 
 
+def test_offline_embeddings_only_for_visited_problems(world, tmp_path):
+    """The run embeds the teacher trajectories of exactly the problems its schedule visits, and every
+    logged D equals D recomputed against embeddings of the whole offline pool (one batch)."""
+    from encoder import embed, load_encoder
+    from model import response_ids
+    from reward import divergence
+    p = run(world, tmp_path, "--max_steps=3")  # 3 steps x 4 problems of the 32
+    shape, n = re.search(r"offline embeddings \((\d+), \d+\) of the (\d+) problems", p.stdout + p.stderr).groups()
+    rows = [json.loads(l) for s in sorted(os.listdir(tmp_path / "samples")) for l in open(tmp_path / "samples" / s)]
+    seen = {r["id"] for r in rows}
+    enc, tok = load_encoder(str(world))
+    pool = [json.loads(l) for l in open(os.path.join(world, "offline.jsonl"))]
+    pool = [o for o, ids in zip(pool, response_ids(tok, [o["response"] for o in pool])) if len(ids) <= 48]
+    assert int(n) == len(seen) == 12 and int(shape) == sum(o["id"] in seen for o in pool) < len(pool)
+    E_all = embed(enc, tok, [o["response"] for o in pool], 512)
+    online = [r for r in rows if not r["offline"]]
+    E_on = embed(enc, tok, [r["response"] for r in online], 512)
+    for r, e in zip(online, E_on):
+        D = divergence(e[None] @ E_all[[o["id"] == r["id"] for o in pool]].T)
+        assert r["D"] == pytest.approx(D.item(), abs=1e-5)
+
+
 @pytest.mark.parametrize("algo", ["oger", "no_divergence"])
 def test_offline_members_never_get_exploration_reward(world, tmp_path, algo):
     """In the dumped rollouts, offline members have R_oger == 0 and R_total == R_m, online ones R_total ==
@@ -195,6 +217,8 @@ def test_tiny_preset_smoke(tmp_path):
     assert "held-out accuracy: before" in p.stdout + p.stderr
     rec = metrics(tmp_path)[-1]
     assert rec["step"] == 2 and rec["n_offline"] > 0 and 0.0 <= rec["D"] <= 1.0 and rec["eval"]["n"] == 32
+    # only the 2 x 4 problems the run visits have their 3 teacher trajectories embedded, not all 4,000
+    assert "offline embeddings (24, 128) of the 8 problems this run visits" in p.stdout + p.stderr
 
 
 @pytest.fixture(scope="module")
