@@ -101,25 +101,43 @@ def next_tokens(logits, temperature, top_p, u):
     """Sample one token per row by inverting the CDF of softmax(top_p(logits / temperature)) at u.
 
     logits (B, V) float32, u (B,) float64 in (0, 1). One uniform per row instead of V Gumbel draws;
-    the CDF is summed in float64, so a token's probability keeps float32's relative precision even
-    at the end of a 152k vocabulary. temperature 0 is greedy. Returns tok (B,), lp (B,): the log-prob
-    of tok under the sampling distribution, and H (B,): the entropy at temperature 1 (nats).
+    the CDF is summed in float64 (invert_cdf), so a token's probability keeps float32's relative
+    precision even at the end of a 152k vocabulary. temperature 0 is greedy. Returns tok (B,), lp (B,):
+    the log-prob of tok under the sampling distribution, and H (B,): the entropy at temperature 1 (nats).
     """
-    lse1 = torch.logsumexp(logits, -1, keepdim=True)
-    logp1 = logits - lse1
+    logp1 = F.log_softmax(logits, -1)
     p1 = logp1.exp()
-    H = -(p1 * logp1).nansum(-1)                                            # 0 log 0 = 0 (-inf logits)
+    H = -(p1[:, None] @ logp1[:, :, None]).view(-1)                         # a batched dot: no (B, V) product
+    if H.isnan().any():                                                     # a -inf logit: 0 log 0 = 0
+        H = -(p1 * logp1).nansum(-1)
     if temperature == 0:
         return logits.argmax(-1), torch.zeros_like(H), H
-    z, lse, p = logits, lse1, p1                                            # T = 1, no top-p: reuse them
+    logp, p = logp1, p1                                                     # T = 1, no top-p: reuse them
     if temperature != 1 or top_p < 1:
-        z = top_p_filter(logits / temperature, top_p)
-        lse = torch.logsumexp(z, -1, keepdim=True)
-        p = torch.exp(z - lse)
-    cdf = p.double().cumsum(-1)                                             # (B, V)
-    tok = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None]).squeeze(-1).clamp(max=logits.shape[-1] - 1)
-    lp = (z.gather(-1, tok[:, None]) - lse).squeeze(-1)
-    return tok, lp, H
+        logp = F.log_softmax(top_p_filter(logits / temperature, top_p), -1)
+        p = logp.exp()
+    tok = invert_cdf(p, u)
+    return tok, logp.gather(-1, tok[:, None]).squeeze(-1), H
+
+
+def invert_cdf(p, u, block=128):
+    """The first index i with cumsum(p)[i] >= u * sum(p) in each row; p (B, V) float32 >= 0, u (B,) float64.
+
+    The CDF is float64 in two levels: the sums of blocks of `block` tokens, then the cumsum inside the
+    one block each row lands in. Every token owns exactly its share of the unit interval, as with one
+    float64 cumsum over V, without that (B, V) float64 buffer: in a SmolLM2 decode step (32 x 49k)
+    1.2 ms instead of 10. A zero-probability token is never drawn."""
+    B, V = p.shape
+    if V <= block:  # one block: one float64 cumsum (u < 1, so u * total never passes the last token)
+        cdf = p.double().cumsum(-1)
+        return torch.searchsorted(cdf, (u * cdf[:, -1])[:, None]).squeeze(-1)
+    blocks = (F.pad(p, (0, -V % block)) if V % block else p).view(B, -1, block)  # zeros past V
+    cum = F.pad(blocks.sum(-1, dtype=torch.float64).cumsum(-1), (1, 0))    # (B, blocks + 1): mass before each
+    target = (u * cum[:, -1])[:, None]                                      # (B, 1)
+    j = (torch.searchsorted(cum, target) - 1).clamp(0, blocks.shape[1] - 1)  # cum[j] < target <= cum[j + 1]
+    inner = blocks.gather(1, j[..., None].expand(B, 1, block))[:, 0].double().cumsum(-1)  # (B, block)
+    k = torch.searchsorted(inner, (target - cum.gather(-1, j)).clamp(max=inner[:, -1:]))  # float64 rounding
+    return (j * block + k).squeeze(-1)
 
 
 # -----------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model import (grpo_loss, micro_batches, next_tokens, pad_batch, row_uniform, sample, score, token_entropies, token_log_probs,
+from model import (grpo_loss, invert_cdf, micro_batches, next_tokens, pad_batch, row_uniform, sample, score, token_entropies, token_log_probs,
                    top_p_filter)
 
 PAD, EOS = 0, 2
@@ -549,6 +549,41 @@ def test_next_tokens_cdf_is_exact_over_a_large_vocabulary():
     hi = torch.tensor([1 - p_last * 0.9999], dtype=torch.float64)
     assert next_tokens(logits, 1.0, 1.0, lo)[0].item() != V - 1
     assert next_tokens(logits, 1.0, 1.0, hi)[0].item() == V - 1
+
+
+def naive_invert_cdf(p, u):
+    """One float64 cumsum over the whole vocabulary, then the first index reaching u * total."""
+    cdf = p.double().cumsum(-1)
+    return torch.stack([(row >= x * row[-1]).nonzero()[0, 0] for row, x in zip(cdf, u)])
+
+
+@pytest.mark.parametrize("V", [5, 47, 128, 300, 49152])
+def test_invert_cdf_equals_one_float64_cumsum(V):
+    """The two-level CDF draws the token one float64 cumsum over V draws, for vocabularies under, at and
+    past a block, with zero-probability tokens and u near 0 and 1."""
+    g = torch.Generator().manual_seed(V)
+    logits = torch.randn(64, V, generator=g) * 4
+    logits[:, ::7] = -float("inf")
+    p = logits.softmax(-1)
+    u = torch.cat([row_uniform(torch.arange(60), V), torch.tensor([1e-15, 1e-9, 1 - 1e-9, 1 - 1e-15], dtype=torch.float64)])
+    tok = invert_cdf(p, u)
+    assert torch.equal(tok, naive_invert_cdf(p, u))
+    assert (p[torch.arange(64), tok] > 0).all()
+
+
+def test_invert_cdf_block_edges_keep_exact_mass():
+    """A tiny-probability token at the end of a block and one at the start of the next own exactly their
+    share of the unit interval: u just inside a token's range draws it, just outside draws its neighbour."""
+    logits = torch.randn(1, 512, generator=torch.Generator().manual_seed(1)) * 2
+    logits[0, 127], logits[0, 128] = -15.0, -14.0                          # p ~ 1e-10: last of block 0, first of 1
+    p = logits.softmax(-1)
+    cdf = p.double().cumsum(-1)[0].tolist()
+    q = p[0].double().tolist()
+    assert 1e-11 < q[127] < 1e-9 and 1e-11 < q[128] < 1e-9
+    for i in (127, 128):
+        lo, hi = cdf[i - 1], cdf[i]
+        for x, want in ((lo + 0.01 * q[i], i), (hi - 0.01 * q[i], i), (lo - 0.5 * q[i - 1], i - 1), (hi + 0.5 * q[i + 1], i + 1)):
+            assert invert_cdf(p, torch.tensor([x / cdf[-1]], dtype=torch.float64)).item() == want, (i, x)
 
 
 # -----------------------------------------------------------------------------
