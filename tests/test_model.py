@@ -644,16 +644,21 @@ def test_static_cache_decoder_equals_hf_forward(kind):
 @pytest.mark.parametrize("kind", ["llama", "qwen2", "qwen3"])
 def test_packed_weights_decode_what_the_hf_forward_decodes(kind, monkeypatch):
     """With every linear layer packed for oneDNN (the threshold lowered to 0 so a tiny model takes the
-    path a 135M+ model takes), sample() still decodes the HF forward's tokens and log-probs."""
+    path a 135M+ model takes) and q|k|v, gate|up stacked, each projection equals its nn.Linear and
+    sample() still decodes the HF forward's tokens and log-probs."""
     import functools
     import model as M
     m = tiny_family_model(kind)
     packed = M.packed_linears(m, 4, min_numel=0)
-    assert len(packed) == 2 * 7 + 1  # q, k, v, o, gate, up, down per layer, and the head
+    assert len(packed) == 2 * 4 + 1 and all(blocked for _, _, blocked in packed.values())
     a, mlp = m.model.layers[1].self_attn, m.model.layers[1].mlp
-    for mod in (a.q_proj, a.v_proj, a.o_proj, mlp.down_proj, m.lm_head):   # qwen2's q, k, v have biases
+    for mod in (a.o_proj, mlp.down_proj, m.lm_head):
         x = torch.randn(3, 5, mod.in_features)
         torch.testing.assert_close(M.linear(mod, x, packed), mod(x), atol=1e-5, rtol=1e-5)
+    x = torch.randn(3, 5, a.q_proj.in_features)
+    for stacked, mods in ((a, (a.q_proj, a.k_proj, a.v_proj)), (mlp, (mlp.gate_proj, mlp.up_proj))):  # qwen2: q, k, v biases
+        for y, mod in zip(M.linears(x, packed, stacked, *mods), mods, strict=True):
+            torch.testing.assert_close(y, mod(x), atol=1e-5, rtol=1e-5)
     monkeypatch.setattr(M, "packed_linears", functools.partial(M.packed_linears, min_numel=0))
     prompts = PROMPTS + [PROMPTS[1]] * 3
     kw = dict(max_new_tokens=12, eos_id=-1, pad_id=PAD, temperature=1.0, seeds=list(range(len(prompts))))
@@ -664,10 +669,16 @@ def test_packed_weights_decode_what_the_hf_forward_decodes(kind, monkeypatch):
 
 
 def test_packed_weights_only_for_large_float32_layers_on_cpu():
-    """Small layers (below 2^18 weights) and bf16 autocast keep the plain F.linear path."""
+    """Small layers (below 2^18 weights) are stacked but keep the plain F.linear kernel; bf16 autocast
+    keeps the modules as they are."""
     import model as M
     m = tiny_family_model("llama")
-    assert M.packed_linears(m, 4) == {}
+    packed = M.packed_linears(m, 4)
+    assert packed and not any(blocked for _, _, blocked in packed.values())
+    a = m.model.layers[0].self_attn
+    x = torch.randn(3, 5, a.q_proj.in_features)
+    for y, mod in zip(M.linears(x, packed, a, a.q_proj, a.k_proj, a.v_proj), (a.q_proj, a.k_proj, a.v_proj)):
+        torch.testing.assert_close(y, mod(x), atol=1e-6, rtol=1e-6)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert M.packed_linears(m, 4, min_numel=0) == {}
 
