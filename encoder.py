@@ -14,14 +14,15 @@ import os
 import torch
 import torch.nn.functional as F
 
-from model import decoder_forward, fast_path_ok, micro_batches
+from model import LOAD_LOCK, decoder_forward, fast_path_ok, micro_batches
 
 
 def load_encoder(path, dtype=torch.float32, device="cpu"):
     """(encoder, tokenizer) from a local directory: the base transformer without its LM head, frozen."""
-    from transformers import AutoModel, AutoTokenizer
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    enc = AutoModel.from_pretrained(path, dtype=dtype, local_files_only=True).to(device)
+    with LOAD_LOCK:  # one load at a time in a process (model.LOAD_LOCK)
+        from transformers import AutoModel, AutoTokenizer
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        enc = AutoModel.from_pretrained(path, dtype=dtype, local_files_only=True).to(device)
     enc.eval()  # the encoder never trains; eval() also turns off any dropout
     for p in enc.parameters():
         p.requires_grad_(False)
@@ -88,25 +89,38 @@ def _digest(h, path):
             h.update(block)
 
 
-def cache_key(offline_file, texts, encoder_dir, max_tokens):
-    """sha256 over the offline data file, the texts embedded (after filtering), the encoder's
-    tokenizer/config/weight files and max_tokens."""
+def cache_keys(offline_file, text_lists, encoder_dir, max_tokens):
+    """One key per list of texts: sha256 over max_tokens, the offline data file, the encoder's
+    tokenizer/config/weight files (read once for all the lists), then the texts embedded."""
     h = hashlib.sha256(f"max_tokens={max_tokens}".encode())
     _digest(h, offline_file)
-    for t in texts:
-        h.update(t.encode() + b"\0")
     for name in sorted(os.listdir(encoder_dir)):
         full = os.path.join(encoder_dir, name)
         if os.path.isfile(full) and (name.endswith((".json", ".safetensors", ".model", ".txt", ".bin"))):
             h.update(name.encode())
             _digest(h, full)
-    return h.hexdigest()[:16]
+    keys = []
+    for texts in text_lists:
+        k = h.copy()
+        for t in texts:
+            k.update(t.encode() + b"\0")
+        keys.append(k.hexdigest()[:16])
+    return keys
+
+
+def cache_key(offline_file, texts, encoder_dir, max_tokens):
+    """The key of one list of texts (cache_keys)."""
+    return cache_keys(offline_file, [texts], encoder_dir, max_tokens)[0]
+
+
+def cache_path(cache_dir, key):
+    return os.path.join(cache_dir, f"offline-{key}.safetensors")
 
 
 def cached_offline_embeddings(cache_dir, key, texts, compute):
     """Embeddings of texts from cache_dir/offline-<key>.safetensors, or compute(texts) and save them."""
     from safetensors.torch import load_file, save_file
-    path = os.path.join(cache_dir, f"offline-{key}.safetensors")
+    path = cache_path(cache_dir, key)
     if os.path.exists(path):
         E = load_file(path)["E"]
         if E.shape[0] == len(texts):

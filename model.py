@@ -7,6 +7,7 @@ Tested by: python -m pytest -q tests/test_model.py
 """
 import inspect
 import math
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -20,12 +21,17 @@ def _cache_kw(model):
 # -----------------------------------------------------------------------------
 # loading and prompts
 
+LOAD_LOCK = threading.Lock()  # transformers' lazy imports and from_pretrained's meta-device set-up are
+                               # process-wide state: threads that load at once can get empty (meta) weights
+
+
 def load_policy(path, dtype=torch.float32, device="cpu", attn_implementation="sdpa"):
-    """(model, tokenizer) from a local directory (never a hub: local_files_only)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True,
-                                                 attn_implementation=attn_implementation).to(device)
+    """(model, tokenizer) from a local directory (never a hub: local_files_only); one load at a time."""
+    with LOAD_LOCK:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True,
+                                                     attn_implementation=attn_implementation).to(device)
     if tokenizer.pad_token_id is None:  # Llama-style tokenizers ship without one
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
@@ -107,9 +113,7 @@ def next_tokens(logits, temperature, top_p, u):
     """
     logp1 = F.log_softmax(logits, -1)
     p1 = logp1.exp()
-    H = -(p1[:, None] @ logp1[:, :, None]).view(-1)                         # a batched dot: no (B, V) product
-    if H.isnan().any():                                                     # a -inf logit: 0 log 0 = 0
-        H = -(p1 * logp1).nansum(-1)
+    H = -(p1 * logp1).nansum(-1)                                            # 0 log 0 = 0 (-inf logits)
     if temperature == 0:
         return logits.argmax(-1), torch.zeros_like(H), H
     logp, p = logp1, p1                                                     # T = 1, no top-p: reuse them

@@ -4,6 +4,8 @@ against a naive full-forward loop on a tiny random Llama (built here, never down
 Run: python -m pytest -q tests/test_model.py
 """
 import math
+import os
+import sys
 
 import pytest
 import torch
@@ -713,3 +715,27 @@ def test_compiled_decoder_samples_what_eager_samples(tiny_lm):
     compiled = sample(tiny_lm, prompts, compiled=True, **kw)
     assert compiled["tokens"] == eager["tokens"]
     torch.testing.assert_close(compiled["H_last"], eager["H_last"], atol=1e-5, rtol=1e-5)
+
+
+def test_loads_in_threads_get_real_weights():
+    """Policies and encoders loaded by 8 threads at once (experiments/run.py's routes diagnostic) come out
+    with real weights: from_pretrained's process-wide set-up is taken one load at a time. In a fresh
+    process, as the runs diagnose; without model.LOAD_LOCK nearly every load here hits meta weights."""
+    import subprocess
+    from conftest import ROOT
+    code = """
+import concurrent.futures, sys, torch
+sys.path.insert(0, %r)
+from encoder import load_encoder
+from model import load_policy
+with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+    futs = [pool.submit(load_policy if i %% 2 else load_encoder, %r) for i in range(24)]
+    models = [f.result()[0] for f in futs]
+assert all(not p.is_meta for m in models for p in m.parameters())
+want = models[1].model.state_dict()
+assert all(torch.equal(v, want[k]) for m in models[::2] for k, v in m.state_dict().items())
+print("ok")
+""" % (ROOT, os.path.join(ROOT, "data", "toy"))
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert p.returncode == 0 and p.stdout.strip().endswith("ok"), p.stderr[-2000:]

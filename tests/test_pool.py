@@ -157,7 +157,7 @@ def test_small_preset_trains_on_the_pool_and_evaluates(world, tmp_path):
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     out = p.stdout + p.stderr
-    assert "compute bfloat16" in out and "loaded from" in out  # autocast on; build_pool's cache was found
+    assert "compute bfloat16" in out and "of the whole pool loaded from" in out  # autocast on; build_pool's cache
     recs = [json.loads(l) for l in open(run / "metrics.jsonl")]
     assert [r["step"] for r in recs] == [0, 1, 2] and all(r["grad_norm"] == r["grad_norm"] for r in recs[1:])
     res = tmp_path / "eval.json"
