@@ -6,6 +6,7 @@ Each builds a tiny toy world (random ~30k-parameter policy, a few dozen problems
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
