@@ -117,6 +117,15 @@ def cache_path(cache_dir, key):
     return os.path.join(cache_dir, f"offline-{key}.safetensors")
 
 
+def offline_selection(offline, visited, offline_file, encoder_dir, max_tokens, cache_dir):
+    """(problem ids, cache key) of the offline trajectories to embed: the whole pool's when its cache
+    exists (data/build_pool.py writes it), else only the `visited` problems'. offline: {id: [{"text"}]}."""
+    whole = sorted(offline)
+    keys = cache_keys(offline_file, [[it["text"] for pid in pids for it in offline[pid]] for pids in (whole, visited)],
+                      encoder_dir, max_tokens)
+    return (whole, keys[0]) if os.path.exists(cache_path(cache_dir, keys[0])) else (visited, keys[1])
+
+
 def cached_offline_embeddings(cache_dir, key, texts, compute):
     """Embeddings of texts from cache_dir/offline-<key>.safetensors, or compute(texts) and save them."""
     from safetensors.torch import load_file, save_file

@@ -29,7 +29,7 @@ from tqdm import tqdm
 import verify as verifier
 from config import check_config, check_out_dir, parse_config
 from data.formats import DataError, load_offline, load_problems
-from encoder import cache_keys, cache_path, cached_offline_embeddings, cosine_matrix, embed, load_encoder
+from encoder import cached_offline_embeddings, cosine_matrix, embed, load_encoder, offline_selection
 from eval import evaluate
 from model import grpo_loss, load_policy, micro_batches, pad_batch, prompt_ids, response_ids, sample, score
 from reward import divergence, group_advantages, oger_reward, total_reward
@@ -162,16 +162,12 @@ encoder = enc_tok = None
 if needs_D and n_off:
     enc_dir = cfg.encoder or cfg.model  # the frozen copy is the *initial* policy, also on resume
     encoder, enc_tok = load_encoder(enc_dir, dtype=dtype, device=device)  # frozen: no fp32 master needed
-    # build_pool.py's cache of the whole pool when there is one; else only the problems this run's
-    # schedule visits (batch_problems: every rank, every step), so a run shorter than an epoch embeds
-    # that share of the pool (the tiny run: 800 of 4,000 problems)
+    # the problems this run's schedule visits (batch_problems: every rank, every step; the tiny run: 800 of
+    # 4,000): only their trajectories are embedded, unless build_pool.py cached the whole pool
     n_visits = min(cfg.max_steps * cfg.problems_per_step, len(train_problems))  # an epoch visits them all
     visited = sorted({train_problems[i]["id"] for i in epoch_order(0)[:n_visits]} & offline.keys())
     cache_dir = cfg.cache_dir or os.path.join(os.path.dirname(os.path.abspath(cfg.offline_file)), "cache")
-    keys = cache_keys(cfg.offline_file, [[it["text"] for pid in pids for it in offline[pid]]
-                                         for pids in (sorted(offline), visited)], enc_dir, cfg.encoder_max_tokens)
-    whole = os.path.exists(cache_path(cache_dir, keys[0]))
-    pids, key = (sorted(offline), keys[0]) if whole else (visited, keys[1])
+    pids, key = offline_selection(offline, visited, cfg.offline_file, enc_dir, cfg.encoder_max_tokens, cache_dir)
     texts = [it["text"] for pid in pids for it in offline[pid]]
     t0 = time.time()
     if master_process:  # rank 0 computes (or finds) the cache; the others read it after the barrier
@@ -185,7 +181,7 @@ if needs_D and n_off:
     E_off_of, j = {}, 0
     for pid in pids:  # `texts` lists each problem's trajectories contiguously, in this order
         E_off_of[pid], j = E_off[j:j + len(offline[pid])], j + len(offline[pid])
-    what = "the whole pool" if whole else f"the {len(pids)} problems this run visits"
+    what = "the whole pool" if len(pids) == len(offline) else f"the {len(pids)} problems this run visits"
     print0(f"offline embeddings {tuple(E_off.shape)} of {what} {'loaded from' if hit else 'computed into'} {path} "
            f"({time.time() - t0:.1f}s)")
 

@@ -335,10 +335,7 @@ def main(argv=None):
     print(f"{len(jobs)} runs ({len(names)} configurations x {seeds} seeds) for {', '.join(tables)}: {len(jobs) - len(todo)} "
           f"finished already, {len(todo)} to run, {args.jobs} at once, under {runs_dir}", flush=True)
     failed, t_all = [], time.time()
-    import torch  # the routes diagnostic runs in this process's threads: one torch thread each, as in training
-    from model import load_policy
-    if todo:  # transformers imports lazily and not thread-safely: the Llama classes are imported here, once
-        load_policy(world)
+    import torch  # the routes diagnostic runs in this process's threads (loads one at a time: model.LOAD_LOCK)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
