@@ -7,6 +7,7 @@ Tested by: python -m pytest -q tests/test_model.py
 """
 import inspect
 import math
+import os
 import threading
 
 import torch
@@ -265,19 +266,26 @@ class StaticCacheDecoder:
         self.step_fn = decode_step_compiled(model) if compiled else decode_step
         self.compiled = compiled
 
-    def prefill(self, prompts, max_new_tokens, pad_id, rows):
-        """prompts: distinct token lists; rows (B,) long: which prompt each row continues. -> logits (B, V)."""
+    def prefill(self, prompts, max_new_tokens, pad_id, rows, min_shared=16):
+        """prompts: distinct token lists; rows (B,) long: which prompt each row continues. -> logits (B, V).
+
+        A prefix that all the prompts share (a chat template's system turn: 24 of SmolLM2's 41 tokens
+        here) of min_shared+ tokens is prefilled once, in a batch of one, and each prompt's rest after
+        it: the same keys and values as prefilling each whole prompt (to float rounding)."""
         m = self.model
         dev, U, P = next(m.parameters()).device, len(prompts), max(len(p) for p in prompts)
-        ids = torch.full((U, P), pad_id, dtype=torch.long, device=dev)
+        C = min(len(os.path.commonprefix(prompts)), min(map(len, prompts)) - 1) if U > 1 else 0
+        C = C if C >= min_shared else 0                                      # columns :C shared
+        ids = torch.full((U, P - C), pad_id, dtype=torch.long, device=dev)
         valid = torch.zeros((U, P + max_new_tokens), dtype=torch.bool, device=dev)
-        for i, p in enumerate(prompts):  # left padding: every row's next token goes to column P
-            ids[i, P - len(p):] = torch.tensor(p, device=dev)
-            valid[i, P - len(p):P] = True
+        valid[:, :C] = True
+        for i, p in enumerate(prompts):  # left padding (after any shared prefix): every row's next token goes to column P
+            ids[i, P - len(p):] = torch.tensor(p[C:], device=dev)
+            valid[i, P - len(p) + C:P] = True
         pos = (valid[:, :P].long().cumsum(-1) - 1).clamp(min=0)
         eye = torch.eye(P, dtype=torch.bool, device=dev)  # a padding query sees itself: no all-masked row, no NaN
         causal = torch.ones(P, P, dtype=torch.bool, device=dev).tril()
-        mask = (causal & valid[:, None, :P]) | eye                          # (U, P, P)
+        mask = ((causal & valid[:, None, :P]) | eye)[:, C:]                  # (U, P - C, P)
         cfg = m.config
         hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         shape = (U, cfg.num_key_value_heads, P + max_new_tokens, hd)
@@ -285,7 +293,13 @@ class StaticCacheDecoder:
         kv = [(torch.zeros(shape, dtype=dtype, device=dev), torch.zeros(shape, dtype=dtype, device=dev))
               for _ in range(cfg.num_hidden_layers)]
         self.packed = {} if self.compiled else packed_linears(m, len(rows))
-        h = decoder_forward(m.model, ids, pos, mask, kv, torch.arange(P, device=dev), self.packed)
+        if C:  # the shared prefix, once, then broadcast into every prompt's cache
+            kv1 = [(K[:1, :, :C].clone(), V[:1, :, :C].clone()) for K, V in kv]
+            decoder_forward(m.model, ids.new_tensor(prompts[0][:C])[None], pos[:1, :C], None, kv1,
+                            torch.arange(C, device=dev), self.packed)
+            for (K, V), (K1, V1) in zip(kv, kv1):
+                K[:, :, :C], V[:, :, :C] = K1, V1
+        h = decoder_forward(m.model, ids, pos[:, C:], mask, kv, torch.arange(C, P, device=dev), self.packed)
         logits = linear(m.lm_head, h[:, -1], self.packed).float()          # (U, V)
         # each distinct prompt's cache, copied to the rows that continue it (SPEC's N rollouts share it)
         self.kv = self._static([(K[rows], V[rows]) for K, V in kv])

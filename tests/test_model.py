@@ -644,6 +644,33 @@ def test_static_cache_decoder_equals_hf_forward(kind):
 
 
 @pytest.mark.parametrize("kind", ["llama", "qwen2", "qwen3"])
+def test_shared_prefix_prefilled_once_decodes_what_the_hf_forward_decodes(kind, monkeypatch):
+    """Prompts that share an 18-token prefix (one of them is the prefix itself): the prefix is prefilled
+    once in a batch of one, then each prompt's rest (17 columns shared: every rest keeps a token), and the
+    tokens, log-probs and entropies equal those decoded through the HF forward, which prefills each prompt
+    whole. Under min_shared the prompts are prefilled whole."""
+    import model as M
+    m = tiny_family_model(kind)
+    g = torch.Generator().manual_seed(5)
+    prefix = torch.randint(3, 40, (18,), generator=g).tolist()
+    prompts = [prefix + [7, 8, 9, 10], prefix, prefix + [11], prefix + [7, 8, 9, 10], prefix + [12, 13, 14, 15, 16, 17, 18]]
+    calls = []
+    forward = M.decoder_forward
+    monkeypatch.setattr(M, "decoder_forward", lambda inner, ids, *a, **k: calls.append(tuple(ids.shape)) or forward(inner, ids, *a, **k))
+    kw = dict(max_new_tokens=10, eos_id=-1, pad_id=PAD, temperature=1.0, seeds=list(range(len(prompts))))
+    a = sample(m, prompts, **kw)
+    assert calls[:2] == [(1, 17), (4, 25 - 17)]  # 4 distinct prompts, the longest 25 tokens
+    b = hf_decoded(m, prompts, **kw)
+    assert a["tokens"] == b["tokens"]
+    torch.testing.assert_close(a["H_mean"], b["H_mean"], atol=1e-5, rtol=1e-5)
+    for x, y in zip(a["logps"], b["logps"]):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)
+    calls.clear()
+    sample(m, [p[4:] for p in prompts], **kw)  # a 13-token shared prefix: under min_shared = 16
+    assert calls[0] == (4, 21)
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2", "qwen3"])
 def test_packed_weights_decode_what_the_hf_forward_decodes(kind, monkeypatch):
     """With every linear layer packed for oneDNN (the threshold lowered to 0 so a tiny model takes the
     path a 135M+ model takes) and q|k|v, gate|up stacked, each projection equals its nn.Linear and
