@@ -88,7 +88,8 @@ def mix32(x):
 
 def row_uniform(seeds, t):
     """One uniform in (0, 1) per row, float64, a pure function of (the row's seed, position t): a row's
-    sample never depends on which rows share its batch or its rank. seeds (B,) int64 -> (B,)."""
+    sample never depends on which rows share its batch or its rank. seeds (B,) int64 and t an int -> (B,);
+    seeds (B, 1) and t (1, T) broadcast to (B, T)."""
     h = mix32(mix32(seeds * 0x9E3779B1 + t * 0x632BE5AB) ^ 0x27D4EB2F)
     return (h.double() + 0.5) / 2.0 ** 32
 
@@ -405,25 +406,17 @@ def sample(model, prompts, max_new_tokens, eos_id, pad_id, temperature=1.0, top_
     engine = StaticCacheDecoder(model, compiled) if fast_path_ok(model) else HFDecoder(model)
     logits = engine.prefill([list(p) for p in distinct], max_new_tokens, pad_id, rows)   # (B, V)
 
+    # every row's uniforms at once, (B, max_new_tokens); a row writes column t of each buffer while it is
+    # in the batch; what a finished row writes past its EOS is cut off by its length at the end
+    u = row_uniform(seeds[:, None], torch.arange(max_new_tokens, device=device)[None])
     tokens = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=device)
     logps = torch.zeros((B, max_new_tokens), device=device)
-    H_last = torch.zeros(B, device=device)
-    H_sum = torch.zeros(B, device=device)  # for the mean token entropy of each response
-    lengths = torch.full((B,), max_new_tokens, dtype=torch.long, device=device)
-    ended = torch.zeros(B, dtype=torch.bool, device=device)                # emitted EOS
+    H = torch.zeros((B, max_new_tokens), device=device)                   # entropy at temperature 1
     active = torch.arange(B, device=device)                                # rows still in the batch
-    done = torch.zeros(B, dtype=torch.bool, device=device)                 # of the rows in the batch
+    done = torch.zeros(B, dtype=torch.bool, device=device)                 # of the rows in the batch: emitted EOS
     for t in range(max_new_tokens):
-        # H_last is read at temperature 1 from the distribution that emits each row's final token
-        tok, lp, H = next_tokens(logits, temperature, top_p, row_uniform(seeds[active], t))
-        tok = torch.where(done, torch.full_like(tok, pad_id), tok)
-        live = active[~done]
-        tokens[live, t], logps[live, t] = tok[~done], lp[~done]
-        H_last[live] = H[~done]
-        H_sum[live] += H[~done]
-        newly = ~done & (tok == eos_id)
-        lengths[active[newly]], ended[active[newly]] = t + 1, True
-        done = done | newly
+        tokens[active, t], logps[active, t], H[active, t] = next_tokens(logits, temperature, top_p, u[active, t])
+        done = done | (tokens[active, t] == eos_id)
         n_left = int((~done).sum())                                        # CPU-GPU sync point
         all_done = sync(done) if sync is not None else n_left == 0
         if all_done or t == max_new_tokens - 1:
@@ -434,14 +427,16 @@ def sample(model, prompts, max_new_tokens, eos_id, pad_id, temperature=1.0, top_
         if n_left and (len(active) - size) * 8 >= len(active):
             idx = torch.cat([(~done).nonzero(), done.nonzero()[:size - n_left]]).squeeze(-1).sort().values
             engine.keep(idx)
-            active, done, tok = active[idx], done[idx], tok[idx]
-        logits = engine.step(tok)
+            active, done = active[idx], done[idx]
+        logits = engine.step(tokens[active, t])
+    ended = (tokens == eos_id).any(-1)
+    lengths = torch.where(ended, (tokens == eos_id).int().argmax(-1) + 1, max_new_tokens)  # up to the first EOS
+    H_last = H.gather(1, (lengths - 1)[:, None]).squeeze(1)                # where the final token was emitted
+    H_mean = (H * (torch.arange(max_new_tokens, device=device) < lengths[:, None])).sum(-1) / lengths
     lengths, tokens, logps = lengths.tolist(), tokens.tolist(), logps.cpu()
     return {"tokens": [row[:n] for row, n in zip(tokens, lengths)],
             "logps": [logps[i, :n] for i, n in enumerate(lengths)],
-            "H_last": H_last.cpu(),
-            "H_mean": H_sum.cpu() / torch.tensor(lengths).clamp(min=1),
-            "truncated": ~ended.cpu()}
+            "H_last": H_last.cpu(), "H_mean": H_mean.cpu(), "truncated": ~ended.cpu()}
 
 
 # -----------------------------------------------------------------------------

@@ -442,11 +442,15 @@ def test_rows_stop_at_their_own_eos(tiny_lm):
 
 
 def test_H_last_is_entropy_at_final_token(tiny_lm):
-    """H_last equals the temperature-1 entropy of the full-forward distribution that emitted the final token."""
+    """H_last and H_mean equal the temperature-1 entropies of the full-forward distributions that emitted the
+    final token and every token, in a batch of 24 where finished rows stay in the decode batch until they
+    are an eighth of it."""
     free = sample(tiny_lm, PROMPTS, max_new_tokens=10, eos_id=-1, pad_id=PAD, temperature=0)["tokens"]
     eos = free[1][2]
-    out = sample(tiny_lm, PROMPTS, max_new_tokens=10, eos_id=eos, pad_id=PAD, temperature=0.8, seeds=[3, 4, 5])
-    for i, (p, toks) in enumerate(zip(PROMPTS, out["tokens"])):
+    prompts = PROMPTS * 8
+    out = sample(tiny_lm, prompts, max_new_tokens=10, eos_id=eos, pad_id=PAD, temperature=0.8, seeds=list(range(3, 27)))
+    assert len({len(t) for t in out["tokens"]}) > 2
+    for i, (p, toks) in enumerate(zip(prompts, out["tokens"])):
         logits = full_logits(tiny_lm, p, toks)
         H = token_entropies(logits)
         assert abs(out["H_last"][i].item() - H[-1].item()) < 1e-4
@@ -492,13 +496,16 @@ def test_tiny_top_p_sampling_is_greedy(tiny_lm):
 
 def test_row_uniform_is_a_function_of_seed_and_position():
     """row_uniform lies in (0, 1), repeats for the same (seed, t), differs across seeds and positions,
-    and is close to uniform over 20000 seeds (mean 1/2, variance 1/12)."""
+    is close to uniform over 20000 seeds (mean 1/2, variance 1/12), and a (seeds x positions) grid
+    equals its columns drawn one position at a time."""
     seeds = torch.arange(20000, dtype=torch.int64)
     u = row_uniform(seeds, 3)
     assert u.dtype == torch.float64 and (u > 0).all() and (u < 1).all()
     assert torch.equal(u, row_uniform(seeds, 3)) and not torch.equal(u, row_uniform(seeds, 4))
     assert u.unique().numel() > 19990
     assert abs(u.mean().item() - 0.5) < 0.01 and abs(u.var().item() - 1 / 12) < 0.005
+    grid = row_uniform(seeds[:50, None], torch.arange(7)[None])  # sample() draws a call's uniforms at once
+    assert torch.equal(grid, torch.stack([row_uniform(seeds[:50], t) for t in range(7)], 1))
 
 
 def test_next_tokens_frequencies_match_softmax():
