@@ -54,7 +54,7 @@ def update(model, rows, pad_id, micro_batch_tokens, device, autocast):
     for c in chunks:
         ids, attn, m = pad_batch([r[0] for r in c], [r[1] for r in c], pad_id, device)
         with autocast():
-            logp, _ = score(model, ids, attn, with_entropy=False)
+            logp, _ = score(model, ids, attn, with_entropy=False, first=min(len(r[0]) for r in c) - 1)
         A = torch.randn(len(c), device=device)
         loss, _ = grpo_loss(logp, logp.detach(), A, m, T)
         loss.backward()

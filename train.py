@@ -359,7 +359,7 @@ for step in pbar:
             for c in chunks:  # padding chunks too: under FSDP every forward is a collective
                 ids, attn, m = pad_batch([r["prompt"] for r in c], [r["tokens"] for r in c], tokenizer.pad_token_id, device)
                 with autocast():
-                    logp, _ = score(raw_model, ids, attn, cfg.temperature, with_entropy=False)
+                    logp, _ = score(raw_model, ids, attn, cfg.temperature, False, min(len(r["prompt"]) for r in c) - 1)
                 for r, lp, mm in zip(c, logp, m):
                     r["logp_old"] = lp[mm.bool()]
     for it in range(cfg.num_iterations):
@@ -370,8 +370,9 @@ for step in pbar:
             sync = model.no_sync() if ddp and not fsdp and ci < len(chunks) - 1 else nullcontext()
             with sync:
                 ids, attn, m = pad_batch([r["prompt"] for r in c], [r["tokens"] for r in c], tokenizer.pad_token_id, device)
-                with autocast():  # score() upcasts logits: log-probs and the loss are float32
-                    logp, H = score(model, ids, attn, cfg.temperature, with_entropy=bool(cfg.entropy_coef))  # (b, L-1)
+                with autocast():  # score() upcasts logits: log-probs and the loss are float32; (b, L-1)
+                    logp, H = score(model, ids, attn, cfg.temperature, bool(cfg.entropy_coef),
+                                    first=min(len(r["prompt"]) for r in c) - 1)  # no logits for prompt positions
                 if cfg.sft_only:
                     loss = -(logp * m).sum() / (T / ddp_world_size)
                     st = {"clipped": torch.tensor(0.0), "approx_kl": torch.tensor(0.0), "tokens": m.sum()}

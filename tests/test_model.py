@@ -165,6 +165,39 @@ def test_score_padding_invariance(tiny_lm):
             torch.testing.assert_close(logp[b][m[b].bool()], logp1[0][m1[0].bool()], atol=1e-5, rtol=1e-5)
 
 
+def test_score_skips_prompt_logits(tiny_lm):
+    """With first = the shortest prompt's length - 1, the LM head sees only positions first.., the
+    response tokens' log-probs, entropies and the loss's gradient equal those of the full forward,
+    and the skipped positions read 0; a prompt-only row (a padding chunk) still keeps one position."""
+    prompts, responses = PROMPTS, [[3, 4, 2], [5, 6, 7, 8, 2], [9]]
+    ids, attn, m = pad_batch(prompts, responses, PAD)
+    first = min(map(len, prompts)) - 1
+    seen = []
+    hook = tiny_lm.lm_head.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape[1]))
+    grads = []
+    try:
+        for f in (0, first):
+            logp, H = score(tiny_lm, ids, attn, temperature=0.7, first=f)
+            grpo_loss(logp, logp.detach() - 0.1, torch.tensor([1.0, -0.5, 2.0]), m, m.sum())[0].backward()
+            grads.append([p.grad.clone() for p in tiny_lm.parameters()])
+            tiny_lm.zero_grad(set_to_none=True)
+            if f == 0:
+                full_logp, full_H = logp.detach(), H.detach()
+        assert seen == [ids.shape[1], ids.shape[1] - first] and first > 0
+        assert logp.shape == full_logp.shape and (logp[:, :first] == 0).all() and (H[:, :first] == 0).all()
+        torch.testing.assert_close(logp.detach()[:, first:], full_logp[:, first:], atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(H.detach()[:, first:], full_H[:, first:], atol=1e-6, rtol=1e-6)
+        for a, b in zip(*grads):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+        seen.clear()
+        ids, attn, m = pad_batch([PROMPTS[0]], [[]], PAD)  # L = 6: keeps the last 2 positions, 1 log-prob
+        logp, _ = score(tiny_lm, ids, attn, first=len(PROMPTS[0]) - 1)
+        assert seen == [2] and logp.shape == (1, 5) and logp.requires_grad
+    finally:
+        hook.remove()
+        tiny_lm.zero_grad(set_to_none=True)
+
+
 def test_score_entropy_carries_gradient(tiny_lm):
     """The entropy-bonus term reaches the weights: with A = 0, beta_H > 0 still gives a nonzero gradient."""
     ids, attn, m = pad_batch(PROMPTS[:2], [[3, 4, 2], [5, 2]], PAD)
