@@ -19,7 +19,7 @@ import time
 import torch
 
 import verify as verifier
-from model import grpo_loss, load_policy, pad_batch, prompt_ids, response_ids, sample, score
+from model import grpo_loss, load_policy, prompt_ids, response_ids, sample, score_batch
 
 SHAPES = {  # randomly initialised models of real shapes, for GPU throughput and memory checks
     "qwen2-1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
@@ -52,9 +52,8 @@ def update(model, rows, pad_id, micro_batch_tokens, device, autocast):
     chunks.append(cur)
     T = sum(len(r[1]) for r in rows)
     for c in chunks:
-        ids, attn, m = pad_batch([r[0] for r in c], [r[1] for r in c], pad_id, device)
         with autocast():
-            logp, _ = score(model, ids, attn, with_entropy=False, first=min(len(r[0]) for r in c) - 1)
+            logp, _, m = score_batch(model, [r[0] for r in c], [r[1] for r in c], pad_id, device, with_entropy=False)
         A = torch.randn(len(c), device=device)
         loss, _ = grpo_loss(logp, logp.detach(), A, m, T)
         loss.backward()

@@ -420,8 +420,9 @@ def sample(model, prompts, max_new_tokens, eos_id, pad_id, temperature=1.0, top_
     active = torch.arange(B, device=device)                                # rows still in the batch
     done = torch.zeros(B, dtype=torch.bool, device=device)                 # of the rows in the batch: emitted EOS
     for t in range(max_new_tokens):
-        tokens[active, t], logps[active, t], H[active, t] = next_tokens(logits, temperature, top_p, u[active, t])
-        done = done | (tokens[active, t] == eos_id)
+        tok, lp, h = next_tokens(logits, temperature, top_p, u[active, t])
+        tokens[active, t], logps[active, t], H[active, t] = tok, lp, h
+        done = done | (tok == eos_id)
         n_left = int((~done).sum())                                        # CPU-GPU sync point
         all_done = sync(done) if sync is not None else n_left == 0
         if all_done or t == max_new_tokens - 1:
@@ -432,10 +433,11 @@ def sample(model, prompts, max_new_tokens, eos_id, pad_id, temperature=1.0, top_
         if n_left and (len(active) - size) * 8 >= len(active):
             idx = torch.cat([(~done).nonzero(), done.nonzero()[:size - n_left]]).squeeze(-1).sort().values
             engine.keep(idx)
-            active, done = active[idx], done[idx]
-        logits = engine.step(tokens[active, t])
-    ended = (tokens == eos_id).any(-1)
-    lengths = torch.where(ended, (tokens == eos_id).int().argmax(-1) + 1, max_new_tokens)  # up to the first EOS
+            active, done, tok = active[idx], done[idx], tok[idx]
+        logits = engine.step(tok)
+    is_eos = tokens == eos_id
+    ended = is_eos.any(-1)
+    lengths = torch.where(ended, is_eos.int().argmax(-1) + 1, max_new_tokens)  # up to the first EOS
     H_last = H.gather(1, (lengths - 1)[:, None]).squeeze(1)                # where the final token was emitted
     H_mean = (H * (torch.arange(max_new_tokens, device=device) < lengths[:, None])).sum(-1) / lengths
     lengths, tokens, logps = lengths.tolist(), tokens.tolist(), logps.cpu()
@@ -499,6 +501,14 @@ def score(model, ids, attn, temperature=1.0, with_entropy=True, first=0):
     logp = token_log_probs(logits / temperature if temperature not in (0, 1) else logits, ids[:, first + 1:])
     H = token_entropies(logits) if with_entropy else None
     return F.pad(logp, (first, 0)), (F.pad(H, (first, 0)) if H is not None else None)
+
+
+def score_batch(model, prompts, responses, pad_id, device="cpu", temperature=1.0, with_entropy=True):
+    """score() of prompt + response rows, right-padded (pad_batch), with no logits before the shortest
+    prompt ends. Returns logp, H (or None) and the response mask, each (B, L-1)."""
+    ids, attn, mask = pad_batch(prompts, responses, pad_id, device)
+    logp, H = score(model, ids, attn, temperature, with_entropy, first=min(map(len, prompts)) - 1)
+    return logp, H, mask
 
 
 def grpo_loss(logp, logp_old, A, mask, T, eps=0.2, offline=None, luffy=False, H=None, beta_H=0.0):

@@ -31,7 +31,7 @@ from config import check_config, check_out_dir, parse_config
 from data.formats import DataError, load_offline, load_problems
 from encoder import cached_offline_embeddings, cosine_matrix, embed, load_encoder, offline_selection
 from eval import evaluate
-from model import grpo_loss, load_policy, micro_batches, pad_batch, prompt_ids, response_ids, sample, score
+from model import grpo_loss, load_policy, micro_batches, prompt_ids, response_ids, sample, score_batch
 from reward import divergence, group_advantages, oger_reward, total_reward
 from sampler import compose_group
 
@@ -357,9 +357,9 @@ for step in pbar:
     if cfg.num_iterations > 1:  # logp_old from the policy before any update on this batch
         with torch.no_grad():
             for c in chunks:  # padding chunks too: under FSDP every forward is a collective
-                ids, attn, m = pad_batch([r["prompt"] for r in c], [r["tokens"] for r in c], tokenizer.pad_token_id, device)
                 with autocast():
-                    logp, _ = score(raw_model, ids, attn, cfg.temperature, False, min(len(r["prompt"]) for r in c) - 1)
+                    logp, _, m = score_batch(raw_model, [r["prompt"] for r in c], [r["tokens"] for r in c],
+                                             tokenizer.pad_token_id, device, cfg.temperature, False)
                 for r, lp, mm in zip(c, logp, m):
                     r["logp_old"] = lp[mm.bool()]
     for it in range(cfg.num_iterations):
@@ -369,10 +369,9 @@ for step in pbar:
             # DDP all-reduces gradients on the last micro-batch only; FSDP reduce-scatters every one
             sync = model.no_sync() if ddp and not fsdp and ci < len(chunks) - 1 else nullcontext()
             with sync:
-                ids, attn, m = pad_batch([r["prompt"] for r in c], [r["tokens"] for r in c], tokenizer.pad_token_id, device)
-                with autocast():  # score() upcasts logits: log-probs and the loss are float32; (b, L-1)
-                    logp, H = score(model, ids, attn, cfg.temperature, bool(cfg.entropy_coef),
-                                    first=min(len(r["prompt"]) for r in c) - 1)  # no logits for prompt positions
+                with autocast():  # score_batch() upcasts logits: log-probs and the loss are float32; (b, L-1)
+                    logp, H, m = score_batch(model, [r["prompt"] for r in c], [r["tokens"] for r in c],
+                                             tokenizer.pad_token_id, device, cfg.temperature, bool(cfg.entropy_coef))
                 if cfg.sft_only:
                     loss = -(logp * m).sum() / (T / ddp_world_size)
                     st = {"clipped": torch.tensor(0.0), "approx_kl": torch.tensor(0.0), "tokens": m.sum()}

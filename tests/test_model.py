@@ -198,6 +198,17 @@ def test_score_skips_prompt_logits(tiny_lm):
         tiny_lm.zero_grad(set_to_none=True)
 
 
+def test_score_batch_pads_and_skips_the_prompts(tiny_lm):
+    """score_batch = pad_batch, then score with first = the shortest prompt's length - 1."""
+    from model import score_batch
+    responses = [[3, 4, 2], [5, 6, 7, 8, 2], [9]]
+    ids, attn, m = pad_batch(PROMPTS, responses, PAD)
+    with torch.no_grad():
+        logp, H, mask = score_batch(tiny_lm, PROMPTS, responses, PAD, temperature=0.7)
+        ref_logp, ref_H = score(tiny_lm, ids, attn, temperature=0.7, first=min(map(len, PROMPTS)) - 1)
+    assert torch.equal(mask, m) and torch.equal(logp, ref_logp) and torch.equal(H, ref_H)
+
+
 def test_score_entropy_carries_gradient(tiny_lm):
     """The entropy-bonus term reaches the weights: with A = 0, beta_H > 0 still gives a nonzero gradient."""
     ids, attn, m = pad_batch(PROMPTS[:2], [[3, 4, 2], [5, 2]], PAD)
