@@ -737,8 +737,8 @@ def test_packed_weights_decode_what_the_hf_forward_decodes(kind, monkeypatch):
         torch.testing.assert_close(M.linear(mod, x, packed), mod(x), atol=1e-5, rtol=1e-5)
     x = torch.randn(3, 5, a.q_proj.in_features)
     for stacked, mods in ((a, (a.q_proj, a.k_proj, a.v_proj)), (mlp, (mlp.gate_proj, mlp.up_proj))):  # qwen2: q, k, v biases
-        for y, mod in zip(M.linears(x, packed, stacked, *mods), mods, strict=True):
-            torch.testing.assert_close(y, mod(x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(M.linears(x, packed, stacked, *mods), torch.cat([m(x) for m in mods], -1),
+                                   atol=1e-5, rtol=1e-5)
     monkeypatch.setattr(M, "packed_linears", functools.partial(M.packed_linears, min_numel=0))
     prompts = PROMPTS + [PROMPTS[1]] * 3
     kw = dict(max_new_tokens=12, eos_id=-1, pad_id=PAD, temperature=1.0, seeds=list(range(len(prompts))))
@@ -757,8 +757,9 @@ def test_packed_weights_only_for_large_float32_layers_on_cpu():
     assert packed and not any(blocked for _, _, blocked in packed.values())
     a = m.model.layers[0].self_attn
     x = torch.randn(3, 5, a.q_proj.in_features)
-    for y, mod in zip(M.linears(x, packed, a, a.q_proj, a.k_proj, a.v_proj), (a.q_proj, a.k_proj, a.v_proj)):
-        torch.testing.assert_close(y, mod(x), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(M.linears(x, packed, a, a.q_proj, a.k_proj, a.v_proj),
+                               torch.cat([a.q_proj(x), a.k_proj(x), a.v_proj(x)], -1), atol=1e-6, rtol=1e-6)
+    assert M.linears(x, {}, a, a.q_proj, a.k_proj, a.v_proj).shape == (3, 5, a.q_proj.out_features + 2 * a.k_proj.out_features)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert M.packed_linears(m, 4, min_numel=0) == {}
 
