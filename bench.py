@@ -19,7 +19,7 @@ import time
 import torch
 
 import verify as verifier
-from model import grpo_loss, load_policy, prompt_ids, response_ids, sample, score_batch
+from model import grpo_loss, load_policy, micro_batches, prompt_ids, response_ids, sample, score_batch
 
 SHAPES = {  # randomly initialised models of real shapes, for GPU throughput and memory checks
     "qwen2-1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
@@ -40,16 +40,11 @@ def timed(fn, device):
 
 
 def update(model, rows, pad_id, micro_batch_tokens, device, autocast):
-    """One forward+backward of the GRPO loss over rows, cut into length-sorted chunks."""
+    """One forward+backward of the GRPO loss over rows: cut into length-sorted chunks by
+    model.micro_batches, as train.py cuts them; micro_batch_tokens 0: one padded batch."""
+    chunks = [rows]
     if micro_batch_tokens:
-        rows = sorted(rows, key=lambda r: len(r[0]) + len(r[1]))
-    chunks, cur = [], []
-    for r in rows:
-        if cur and micro_batch_tokens and (len(r[0]) + len(r[1])) * (len(cur) + 1) > micro_batch_tokens:
-            chunks.append(cur)
-            cur = []
-        cur.append(r)
-    chunks.append(cur)
+        chunks = [[rows[i] for i in c] for c in micro_batches([len(p) + len(r) for p, r in rows], micro_batch_tokens)]
     T = sum(len(r[1]) for r in rows)
     for c in chunks:
         with autocast():
@@ -155,8 +150,13 @@ def main():
            [(prompts[i], response_ids(tok, o)[:args.max_new_tokens]) for i, o in enumerate(offline)]
     random.Random(0).shuffle(rows)
     update(model, rows[:8], tok.pad_token_id, args.micro_batch_tokens, device, autocast)  # warm-up
-    T, t_sorted = timed(lambda: update(model, rows, tok.pad_token_id, args.micro_batch_tokens, device, autocast), device)
-    _, t_padded = timed(lambda: update(model, rows, tok.pad_token_id, 0, device, autocast), device)
+    times = {"sorted": [], "padded": []}
+    for i in range(max(1, args.repeats // 2)):  # alternating, the median of each
+        for k in ("sorted", "padded") if i % 2 == 0 else ("padded", "sorted"):
+            mbt = args.micro_batch_tokens if k == "sorted" else 0
+            T, t = timed(lambda: update(model, rows, tok.pad_token_id, mbt, device, autocast), device)
+            times[k].append(t)
+    t_sorted, t_padded = (sorted(times[k])[len(times[k]) // 2] for k in ("sorted", "padded"))
     res.update(update_tokens=T, update_tok_s=T / t_sorted, update_s=t_sorted, update_one_padded_batch_s=t_padded,
                update_speedup_sorted=t_padded / t_sorted)
 
