@@ -9,12 +9,13 @@ reuses a stale cache.
 Tested by: python -m pytest -q tests/test_encoder.py
 """
 import hashlib
+import math
 import os
 
 import torch
 import torch.nn.functional as F
 
-from model import LOAD_LOCK, decoder_forward, fast_path_ok, micro_batches
+from model import LOAD_LOCK, decoder_forward, fast_path_ok, micro_batches, packed_linears
 
 
 def load_encoder(path, dtype=torch.float32, device="cpu"):
@@ -53,6 +54,7 @@ def embed(encoder, tokenizer, texts, max_tokens, batch_size=64, overhead_tokens=
            for t in (tokenizer(distinct, add_special_tokens=False)["input_ids"] if distinct else [])]
     out = [None] * len(ids)
     fast = fast_path_ok(encoder)
+    packed = packed_linears(encoder, 0, min_numel=math.inf) if fast else {}  # q|k|v, gate|up stacked (CPU): 0.9x
     for chunk in micro_batches([len(i) for i in ids], batch_size * max_tokens, overhead_tokens, batch_size):
         T = max(len(ids[i]) for i in chunk)
         x = torch.full((len(chunk), T), tokenizer.pad_token_id, dtype=torch.long)
@@ -63,7 +65,7 @@ def embed(encoder, tokenizer, texts, max_tokens, batch_size=64, overhead_tokens=
         x, m = x.to(device), m.to(device)
         if fast:  # right padding: plain causal attention never lets a real token see a padding one
             pos = torch.arange(T, device=device).expand(len(chunk), T)
-            hidden = decoder_forward(encoder, x, pos, None)
+            hidden = decoder_forward(encoder, x, pos, None, packed=packed)
         else:
             hidden = encoder(input_ids=x, attention_mask=m).last_hidden_state
         for row, e in zip(chunk, mean_pool(hidden, m).cpu()):

@@ -184,7 +184,8 @@ def fast_path_ok(model):
 
 def packed_linears(model, rows, min_numel=1 << 18):
     """Decode weights of a float32 model on CPU ({} anywhere else): {module: (weight, bias, blocked)},
-    made once per sample() call (the policy changes every step) and read at every decode step.
+    made once per sample() call (the policy changes every step) and read at every decode step; model
+    is a causal LM or its base model (an encoder: no LM head; min_numel=math.inf stacks only).
     - Each decoder layer's q|k|v and gate|up weights stacked into one, keyed by the attention and the
       MLP module: one matmul instead of three and two (5% off a SmolLM2 decode step, 2% off the toy's).
     - Each weight of 2^18+ entries reordered into oneDNN's blocked layout (blocked=True): 1.2-1.7x
@@ -199,8 +200,8 @@ def packed_linears(model, rows, min_numel=1 << 18):
         b = None if mods[0].bias is None else torch.cat([m.bias.detach() for m in mods])
         blocked = w.numel() >= min_numel
         return torch.ops.mkldnn._reorder_linear_weight(w, rows) if blocked else w, b, blocked
-    out = {model.lm_head: prep(model.lm_head)}
-    for layer in model.model.layers:
+    out = {model.lm_head: prep(model.lm_head)} if hasattr(model, "lm_head") else {}
+    for layer in getattr(model, "model", model).layers:
         a, mlp = layer.self_attn, layer.mlp
         out.update({a: prep(a.q_proj, a.k_proj, a.v_proj), a.o_proj: prep(a.o_proj),
                     mlp: prep(mlp.gate_proj, mlp.up_proj), mlp.down_proj: prep(mlp.down_proj)})

@@ -133,7 +133,7 @@ def test_embed_encodes_each_distinct_text_once(encoder, monkeypatch):
     enc, tok = encoder
     seen = []
     real = E.decoder_forward
-    monkeypatch.setattr(E, "decoder_forward", lambda inner, x, *a: seen.append(x.shape[0]) or real(inner, x, *a))
+    monkeypatch.setattr(E, "decoder_forward", lambda inner, x, *a, **k: seen.append(x.shape[0]) or real(inner, x, *a, **k))
     texts = [TEXTS[1], TEXTS[0], TEXTS[1], TEXTS[1], TEXTS[2], TEXTS[0]]
     out = embed(enc, tok, texts, max_tokens=64)
     assert sum(seen) == 3
@@ -142,10 +142,14 @@ def test_embed_encodes_each_distinct_text_once(encoder, monkeypatch):
 
 
 def test_embed_fast_path_equals_hf_forward(encoder, monkeypatch):
-    """The hand-written decoder forward gives the embeddings of the encoder's own HF forward."""
+    """The hand-written decoder forward, with q|k|v and gate|up stacked, gives the embeddings of the
+    encoder's own HF forward."""
     import encoder as E
     enc, tok = encoder
+    packed, real = [], E.decoder_forward
+    monkeypatch.setattr(E, "decoder_forward", lambda *a, **k: packed.append(k["packed"]) or real(*a, **k))
     fast = embed(enc, tok, TEXTS, max_tokens=64)
+    assert packed and all(len(p) == 4 * len(enc.layers) and not any(b for _, _, b in p.values()) for p in packed)
     monkeypatch.setattr(E, "fast_path_ok", lambda m: False)
     torch.testing.assert_close(fast, embed(enc, tok, TEXTS, max_tokens=64), atol=1e-5, rtol=1e-5)
 
