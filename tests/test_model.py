@@ -672,6 +672,37 @@ def tiny_family_model(kind):
 
 
 @pytest.mark.parametrize("kind", ["llama", "qwen2", "qwen3"])
+def test_decode_step_pieces_are_the_hf_floats(kind):
+    """rope() on rope_tables() and rms_norm() give HF's apply_rotary_pos_emb and RMSNorm bit for bit,
+    and one decode_forward step gives the HF forward's next-token logits (q|k|v stacked or not)."""
+    import importlib
+    import model as M
+    hf = importlib.import_module(f"transformers.models.{kind}.modeling_{kind}")
+    m = tiny_family_model(kind)
+    inner, a = m.model, m.model.layers[0].self_attn
+    pos = torch.tensor([[0, 1, 2, 7, 30], [3, 4, 5, 6, 9]])
+    x = torch.randn(2, 5, 6, a.head_dim)                                    # (b, s, heads, hd)
+    cos, sin = inner.rotary_emb(x, pos)
+    ref = hf.apply_rotary_pos_emb(x, x, cos, sin, unsqueeze_dim=2)[0]
+    c, s = M.rope_tables(inner, x, pos)
+    assert torch.equal(M.rope(x, c[:, :, None], s[:, :, None]), ref)
+    assert not torch.equal(M.rope(x, cos[:, :, None], sin[:, :, None]), ref)  # sin's first half must be negated
+    norm = m.model.layers[0].input_layernorm
+    h = torch.randn(3, 4, norm.weight.shape[0])
+    assert torch.equal(M.rms_norm(norm, h), norm(h))
+    prompt = [1, 5, 9, 12, 7]
+    for packed in (False, True):
+        e = M.StaticCacheDecoder(m)
+        with torch.no_grad():
+            e.prefill([prompt], 4, PAD, torch.zeros(2, dtype=torch.long))
+            e.packed = e.packed if packed else {}
+            assert bool(e.packed) == packed
+            logits = e.step(torch.tensor([30, 31]))
+            ref = m(torch.tensor([prompt + [30], prompt + [31]])).logits[:, -1]
+        torch.testing.assert_close(logits, ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2", "qwen3"])
 def test_static_cache_decoder_equals_hf_forward(kind):
     """Sampled tokens, H_last, H_mean and logps of the static-cache decoder equal those decoded through the
     HF forward and cache, for prompts of different lengths, shared prompts and rows that end early."""
