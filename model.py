@@ -174,12 +174,14 @@ def rms_norm(norm, x):
 
 
 def fast_path_ok(model):
-    """True for unsharded Llama, Qwen2 and Qwen3 models (SiLU MLP, no sliding window): those decode with
-    the static cache below; any other model (or an FSDP-sharded one) decodes through its HF forward."""
+    """True for unsharded Llama, Qwen2 and Qwen3 models (SiLU MLP, no sliding window, a rope whose
+    frequencies do not depend on the sequence's length): those decode with the static cache below; any
+    other model (or an FSDP-sharded one) decodes through its HF forward."""
     from torch.distributed.fsdp import FSDPModule
-    cfg = model.config
+    cfg, rotary = model.config, getattr(getattr(model, "model", model), "rotary_emb", None)
     return (cfg.model_type in ("llama", "qwen2", "qwen3") and getattr(cfg, "hidden_act", "silu") == "silu"
-            and not getattr(cfg, "use_sliding_window", False) and not isinstance(model, FSDPModule))
+            and not getattr(cfg, "use_sliding_window", False) and not isinstance(model, FSDPModule)
+            and getattr(rotary, "rope_type", "default") not in ("dynamic", "longrope"))  # rope_tables: fixed
 
 
 def packed_linears(model, rows, min_numel=1 << 18):

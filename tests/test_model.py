@@ -702,6 +702,27 @@ def test_decode_step_pieces_are_the_hf_floats(kind):
         torch.testing.assert_close(logits, ref, atol=1e-5, rtol=1e-5)
 
 
+def test_length_dependent_rope_decodes_through_the_hf_forward():
+    """A rope whose frequencies grow with the sequence (dynamic NTK) cannot be tabled once per call:
+    such a model takes the HF decoder, and past its original context still samples the HF tokens."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+    import model as M
+    kw = dict(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+              max_position_embeddings=8, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    for rope_type, fast in (("dynamic", False), ("linear", True)):
+        cfg = AutoConfig.for_model("llama", rope_parameters={"rope_type": rope_type, "factor": 2.0,
+                                                             "rope_theta": 10000.0}, **kw)
+        torch.manual_seed(0)
+        m = AutoModelForCausalLM.from_config(cfg).eval()
+        with torch.no_grad():
+            m.lm_head.weight.mul_(30.0)
+        assert M.fast_path_ok(m) == fast and M.fast_path_ok(m.model) == fast
+        kw2 = dict(max_new_tokens=10, eos_id=-1, pad_id=PAD, temperature=1.0, seeds=[5, 6, 7])
+        a, b = sample(m, PROMPTS, **kw2), hf_decoded(m, PROMPTS, **kw2)
+        assert a["tokens"] == b["tokens"]
+        torch.testing.assert_close(torch.cat(a["logps"]), torch.cat(b["logps"]), atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("kind", ["llama", "qwen2", "qwen3"])
 def test_static_cache_decoder_equals_hf_forward(kind):
     """Sampled tokens, H_last, H_mean and logps of the static-cache decoder equal those decoded through the
