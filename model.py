@@ -11,6 +11,7 @@ import os
 import threading
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 
@@ -437,6 +438,14 @@ class HFDecoder:
 
 # -----------------------------------------------------------------------------
 # sampling (SPEC step 2)
+
+def lockstep(done):
+    """sample()'s sync under FSDP: all ranks stop generating together, since every forward is a
+    collective. done (b,) bool -> whether every rank's rows are done (CPU-GPU sync point)."""
+    flag = torch.tensor([float(done.all())], device=done.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
 
 @torch.no_grad()
 def sample(model, prompts, max_new_tokens, eos_id, pad_id, temperature=1.0, top_p=1.0,

@@ -31,7 +31,7 @@ from config import check_config, check_out_dir, parse_config
 from data.formats import DataError, load_offline, load_problems
 from encoder import cached_offline_embeddings, cosine_matrix, embed, load_encoder, offline_selection
 from eval import evaluate
-from model import grpo_loss, load_policy, micro_batches, prompt_ids, response_ids, sample, score_batch
+from model import grpo_loss, load_policy, lockstep, micro_batches, prompt_ids, response_ids, sample, score_batch
 from reward import divergence, group_advantages, oger_reward, total_reward
 from sampler import compose_group
 
@@ -129,12 +129,6 @@ if master_process:  # exits now, not after an hour, if out_dir takes no file or 
     old = open(mpath).readlines() if resume_dir and os.path.exists(mpath) else []
     open(mpath, "w").writelines(l for l in old if json.loads(l)["step"] <= start_step)
 
-
-def lockstep(done):
-    """All ranks stop generating together: FSDP's forward is a collective (CPU-GPU sync point)."""
-    flag = torch.tensor([float(done.all())], device=done.device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return bool(flag.item())
 
 # offline trajectories: tokenised once; over-budget ones dropped and counted, never truncated
 offline = {}
