@@ -8,6 +8,7 @@ offline data file, the tokenizer, the encoder weights and the token budget, so a
 reuses a stale cache.
 Tested by: python -m pytest -q tests/test_encoder.py
 """
+import functools
 import hashlib
 import math
 import os
@@ -32,6 +33,13 @@ def load_encoder(path, dtype=torch.float32, device="cpu"):
     return enc, tokenizer
 
 
+@functools.lru_cache(maxsize=2)
+def stacked_weights(encoder):
+    """The frozen encoder's q|k|v and gate|up weights stacked (packed_linears, stacking only; {} off
+    CPU float32), made once per encoder rather than at every step's embed: 0.9x the pass's time."""
+    return packed_linears(encoder, 0, min_numel=math.inf)
+
+
 def mean_pool(hidden, mask):
     """Mean of hidden (B, T, d) over positions where mask (B, T) is 1, L2-normalised -> (B, d) float32."""
     mask = mask.to(hidden.dtype).unsqueeze(-1)                              # (B, T, 1)
@@ -54,7 +62,7 @@ def embed(encoder, tokenizer, texts, max_tokens, batch_size=64, overhead_tokens=
            for t in (tokenizer(distinct, add_special_tokens=False)["input_ids"] if distinct else [])]
     out = [None] * len(ids)
     fast = fast_path_ok(encoder)
-    packed = packed_linears(encoder, 0, min_numel=math.inf) if fast else {}  # q|k|v, gate|up stacked (CPU): 0.9x
+    packed = stacked_weights(encoder) if fast else {}
     for chunk in micro_batches([len(i) for i in ids], batch_size * max_tokens, overhead_tokens, batch_size):
         T = max(len(ids[i]) for i in chunk)
         x = torch.full((len(chunk), T), tokenizer.pad_token_id, dtype=torch.long)
