@@ -334,9 +334,9 @@ class StaticCacheDecoder:
                             self.tables)
         logits = linear(m.lm_head, h[:, -1], self.packed).float()          # (U, V)
         # each distinct prompt's cache, copied to the rows that continue it (SPEC's N rollouts share it)
-        self.kv = self._static([(K[rows], V[rows]) for K, V in kv])
+        self.kv = self._static([(K.index_select(0, rows), V.index_select(0, rows)) for K, V in kv])
         # decode steps add the mask: 0 where a column holds a token, -inf where not
-        self.bias = torch.zeros(valid.shape, dtype=dtype, device=dev).masked_fill_(~valid, float("-inf"))[rows]
+        self.bias = torch.zeros(valid.shape, dtype=dtype, device=dev).masked_fill_(~valid, float("-inf")).index_select(0, rows)
         self.pos, self.col = pos[rows, -1] + 1, P
         return logits[rows]
 
@@ -350,8 +350,8 @@ class StaticCacheDecoder:
 
     def keep(self, idx):
         """Keep only rows idx (b',) of the batch (the others have finished)."""
-        self.kv = self._static([(K[idx], V[idx]) for K, V in self.kv])
-        self.bias, self.pos = self.bias[idx], self.pos[idx]
+        self.kv = self._static([(K.index_select(0, idx), V.index_select(0, idx)) for K, V in self.kv])
+        self.bias, self.pos = self.bias.index_select(0, idx), self.pos.index_select(0, idx)
 
     def _static(self, kv):
         """Under CUDA graphs the cache must keep its address between replays: mark it static."""
