@@ -773,6 +773,25 @@ def test_shared_prefix_prefilled_once_decodes_what_the_hf_forward_decodes(kind, 
     assert calls[0] == (4, 21)
 
 
+@pytest.mark.parametrize("kind", ["llama", "qwen3"])
+def test_sample_reads_the_weights_of_the_call(kind):
+    """The decode plan and the stacked weights are made at each sample() call, never kept: after the
+    policy's weights change in place (as optimizer.step() changes them: norms, projections, q/k norms,
+    the LM head), the next call decodes the HF forward's tokens and log-probs of the new weights."""
+    m = tiny_family_model(kind)
+    prompts = PROMPTS + [PROMPTS[1]] * 3
+    kw = dict(max_new_tokens=12, eos_id=-1, pad_id=PAD, temperature=1.0, seeds=list(range(len(prompts))))
+    before = sample(m, prompts, **kw)
+    g = torch.Generator().manual_seed(9)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.3 * p.abs().mean() * torch.randn(p.shape, generator=g))
+    a, b = sample(m, prompts, **kw), hf_decoded(m, prompts, **kw)
+    assert a["tokens"] == b["tokens"] and a["tokens"] != before["tokens"]
+    for x, y in zip(a["logps"], b["logps"]):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("kind", ["llama", "qwen2", "qwen3"])
 def test_packed_weights_decode_what_the_hf_forward_decodes(kind, monkeypatch):
     """With every linear layer packed for oneDNN (the threshold lowered to 0 so a tiny model takes the
