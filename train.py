@@ -245,7 +245,8 @@ def log(record):
 
 prompt_cache = {}
 evals = {}
-gc.freeze()  # ...and the pass at exit 1.1 s: start-up's objects are never traversed; the loop's garbage still is
+gc.collect()  # start-up's garbage, once (a cycle may hold a tensor); what survives is frozen: never traversed
+gc.freeze()  # again (the pass at exit took 1.1 s); the loop's own garbage is still collected
 gc.enable()
 if start_step == 0:
     evals[0] = run_eval(0)
