@@ -336,7 +336,8 @@ class StaticCacheDecoder:
         # each distinct prompt's cache, copied to the rows that continue it (SPEC's N rollouts share it)
         self.kv = self._static([(K.index_select(0, rows), V.index_select(0, rows)) for K, V in kv])
         # decode steps add the mask: 0 where a column holds a token, -inf where not
-        self.bias = torch.zeros(valid.shape, dtype=dtype, device=dev).masked_fill_(~valid, float("-inf")).index_select(0, rows)
+        bias = torch.zeros(valid.shape, dtype=dtype, device=dev).masked_fill_(~valid, float("-inf"))
+        self.bias = bias.index_select(0, rows)
         self.pos, self.col = pos[rows, -1] + 1, P
         return logits[rows]
 
@@ -380,7 +381,7 @@ def decode_plan(model, packed):
                        (norm(a.q_norm), norm(a.k_norm)) if hasattr(a, "q_norm") else None, lin(a.o_proj),
                        norm(layer.post_attention_layernorm), lin(mlp, mlp.gate_proj, mlp.up_proj), lin(mlp.down_proj)))
     return {"embed": model.model.embed_tokens.weight, "layers": layers, "norm": norm(model.model.norm),
-            "head": lin(model.lm_head)}
+            "head": lin(model.lm_head), "head_dim": model.model.layers[0].self_attn.head_dim}
 
 
 def decode_forward(model, tok, pos, bias, kv, col, packed, tables, plan=None):
@@ -392,7 +393,7 @@ def decode_forward(model, tok, pos, bias, kv, col, packed, tables, plan=None):
     bias (b, Tmax): the additive mask. col: the cache column; an int (eager): attention over the
     columns written so far; a (1,) tensor (compiled): over the whole masked cache, so shapes stay fixed.
     tables: rope_tables() at every cache column. plan: decode_plan(model, packed), made here if None."""
-    plan, H, hd = plan or decode_plan(model, packed), model.config.num_attention_heads, tables[0].shape[-1]
+    plan, H = plan or decode_plan(model, packed), model.config.num_attention_heads
     if isinstance(col, int):
         S, col = col + 1, torch.full((1,), col, dtype=torch.long, device=tok.device)
     else:
@@ -401,7 +402,7 @@ def decode_forward(model, tok, pos, bias, kv, col, packed, tables, plan=None):
     cos, sin = tables[0][0, pos, None], tables[1][0, pos, None]             # (b, 1, hd)
     b, bias = h.shape[0], bias[:, None, :S]
     for (norm1, qkv_proj, qk_norms, o_proj, norm2, gate_up, down), (K, V) in zip(plan["layers"], kv):
-        qkv = qkv_proj(F.rms_norm(h, *norm1)).view(b, -1, hd)               # (b, H + 2 Hkv, hd)
+        qkv = qkv_proj(F.rms_norm(h, *norm1)).view(b, -1, plan["head_dim"])  # (b, H + 2 Hkv, hd)
         qk, v = qkv[:, :-K.shape[1]], qkv[:, -K.shape[1]:]
         if qk_norms:  # Qwen3 normalises queries and keys per head, before rope
             qk = torch.cat((F.rms_norm(qk[:, :H], *qk_norms[0]), F.rms_norm(qk[:, H:], *qk_norms[1])), 1)
