@@ -321,7 +321,7 @@ class StaticCacheDecoder:
         kv = [(torch.zeros(shape, dtype=dtype, device=dev), torch.zeros(shape, dtype=dtype, device=dev))
               for _ in range(cfg.num_hidden_layers)]
         self.packed = {} if self.compiled else packed_linears(m, len(rows))
-        self.plan = None if self.compiled else decode_plan(m, self.packed)
+        self.plan = None if self.compiled else decode_plan(m)
         emb = m.model.embed_tokens.weight                                    # rope at every cache column, once
         self.tables = rope_tables(m.model, emb[None, :1], torch.arange(P + max_new_tokens, device=dev)[None])
         if C:  # the shared prefix, once, then broadcast into every prompt's cache
@@ -363,25 +363,23 @@ class StaticCacheDecoder:
         return kv
 
 
-def decode_plan(model, packed):
-    """What decode_forward reads of the model, looked up once per sample() call: reading an nn.Module's
-    attribute costs 2-4 us on CPU, and a toy decode step made ~70 such reads (0.85x the step's time at 1
-    row without them). Norms are (shape, weight, eps) for F.rms_norm; linears are functions x -> y
-    (linear() or linears() with `packed`). layers: per layer (input norm, q|k|v, (q norm, k norm) or
-    None, o, post-attention norm, gate|up, down)."""
+def decode_plan(model):
+    """What decode_forward reads of the model's modules, looked up once per sample() call: reading an
+    nn.Module's attribute costs 2-4 us on CPU, and a toy decode step made ~70 such reads (0.85x the
+    step's time at 1 row without them). Norms are (shape, weight, eps) for F.rms_norm; linears are the
+    arguments of linear() or linears() but `packed`, which the step passes (it stays the one place that
+    says which weights are stacked). layers: per layer (input norm, q|k|v, (q norm, k norm) or None, o,
+    post-attention norm, gate|up, down)."""
     def norm(n):
         return n.weight.shape, n.weight, n.variance_epsilon
-
-    def lin(mod, *stacked):
-        return (lambda x: linears(x, packed, mod, *stacked)) if stacked else (lambda x: linear(mod, x, packed))
     layers = []
     for layer in model.model.layers:
         a, mlp = layer.self_attn, layer.mlp
-        layers.append((norm(layer.input_layernorm), lin(a, a.q_proj, a.k_proj, a.v_proj),
-                       (norm(a.q_norm), norm(a.k_norm)) if hasattr(a, "q_norm") else None, lin(a.o_proj),
-                       norm(layer.post_attention_layernorm), lin(mlp, mlp.gate_proj, mlp.up_proj), lin(mlp.down_proj)))
+        layers.append((norm(layer.input_layernorm), (a, a.q_proj, a.k_proj, a.v_proj),
+                       (norm(a.q_norm), norm(a.k_norm)) if hasattr(a, "q_norm") else None, a.o_proj,
+                       norm(layer.post_attention_layernorm), (mlp, mlp.gate_proj, mlp.up_proj), mlp.down_proj))
     return {"embed": model.model.embed_tokens.weight, "layers": layers, "norm": norm(model.model.norm),
-            "head": lin(model.lm_head), "head_dim": model.model.layers[0].self_attn.head_dim}
+            "head": model.lm_head, "head_dim": model.model.layers[0].self_attn.head_dim}
 
 
 def decode_forward(model, tok, pos, bias, kv, col, packed, tables, plan=None):
@@ -392,8 +390,8 @@ def decode_forward(model, tok, pos, bias, kv, col, packed, tables, plan=None):
     activations, no transposes, and queries and keys rotated in one call on the q|k|v matmul's output.
     bias (b, Tmax): the additive mask. col: the cache column; an int (eager): attention over the
     columns written so far; a (1,) tensor (compiled): over the whole masked cache, so shapes stay fixed.
-    tables: rope_tables() at every cache column. plan: decode_plan(model, packed), made here if None."""
-    plan, H = plan or decode_plan(model, packed), model.config.num_attention_heads
+    tables: rope_tables() at every cache column. plan: decode_plan(model), made here if None."""
+    plan, H = plan or decode_plan(model), model.config.num_attention_heads
     if isinstance(col, int):
         S, col = col + 1, torch.full((1,), col, dtype=torch.long, device=tok.device)
     else:
@@ -402,7 +400,7 @@ def decode_forward(model, tok, pos, bias, kv, col, packed, tables, plan=None):
     cos, sin = tables[0][0, pos, None], tables[1][0, pos, None]             # (b, 1, hd)
     b, bias = h.shape[0], bias[:, None, :S]
     for (norm1, qkv_proj, qk_norms, o_proj, norm2, gate_up, down), (K, V) in zip(plan["layers"], kv):
-        qkv = qkv_proj(F.rms_norm(h, *norm1)).view(b, -1, plan["head_dim"])  # (b, H + 2 Hkv, hd)
+        qkv = linears(F.rms_norm(h, *norm1), packed, *qkv_proj).view(b, -1, plan["head_dim"])  # (b, H + 2 Hkv, hd)
         qk, v = qkv[:, :-K.shape[1]], qkv[:, -K.shape[1]:]
         if qk_norms:  # Qwen3 normalises queries and keys per head, before rope
             qk = torch.cat((F.rms_norm(qk[:, :H], *qk_norms[0]), F.rms_norm(qk[:, H:], *qk_norms[1])), 1)
@@ -410,10 +408,10 @@ def decode_forward(model, tok, pos, bias, kv, col, packed, tables, plan=None):
         K.index_copy_(2, col, qk[:, H:, None].to(K.dtype))
         V.index_copy_(2, col, v[:, :, None].to(V.dtype))
         o = attend(qk[:, :H, None], K[:, :, :S], V[:, :, :S], bias).view(b, -1)
-        h = h + o_proj(o)
-        gate, up = gate_up(F.rms_norm(h, *norm2)).chunk(2, -1)              # SwiGLU, as LlamaMLP
-        h = h + down(F.silu(gate) * up)
-    return plan["head"](F.rms_norm(h, *plan["norm"])).float()
+        h = h + linear(o_proj, o, packed)
+        gate, up = linears(F.rms_norm(h, *norm2), packed, *gate_up).chunk(2, -1)  # SwiGLU, as LlamaMLP
+        h = h + linear(down, F.silu(gate) * up, packed)
+    return linear(plan["head"], F.rms_norm(h, *plan["norm"]), packed).float()
 
 
 def decode_step_compiled(model):
