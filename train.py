@@ -131,7 +131,6 @@ if master_process:  # exits now, not after an hour, if out_dir takes no file or 
     old = open(mpath).readlines() if resume_dir and os.path.exists(mpath) else []
     open(mpath, "w").writelines(l for l in old if json.loads(l)["step"] <= start_step)
 
-
 # offline trajectories: tokenised once; over-budget ones dropped and counted, never truncated
 offline = {}
 n_dropped = 0
