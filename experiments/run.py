@@ -4,24 +4,27 @@
     python experiments/run.py --smoke                        # every row, 2 steps, 1 seed, in a temp dir
     python experiments/run.py --table comparison --seeds 1 --extra="--max_steps=20" --out /tmp/check
 Each (configuration, seed) runs once, under runs/exp/<name>-s<seed>/, shared by every table that lists
-it: `python train.py <overrides> <COMMON> --seed=S` as a subprocess with one thread, as many at once as
-cores (--jobs). A finished run is skipped; an unfinished one, or one whose train.py arguments changed
-(COMMON, --extra), is deleted and redone. After training,
-the routes diagnostic (`data/make_toy.py --routes <run>/ckpt --shares_only --samples 2`, called in this
-process) gives the final checkpoint's route shares (greedy, and 2 samples per problem at T=1). Then
-experiments/results/<table>.md (mean +- 95% interval over seeds) and <table>_<metric>.png are written.
+it: `python train.py <overrides> <COMMON> --seed=S` with one thread, as many at once as cores (--jobs),
+each a fork of one process that imported torch and transformers once (forked()). A finished run is
+skipped; an unfinished one, or one whose train.py arguments changed (COMMON, --extra), is deleted and
+redone. After training, the routes diagnostic (`data/make_toy.py --routes <run>/ckpt --shares_only
+--samples 2`, called in this process) gives the final checkpoint's route shares (greedy, and 2 samples
+per problem at T=1). Then experiments/results/<table>.md (mean +- 95% interval over seeds) and
+<table>_<metric>.png are written.
 Tested by: python -m pytest -q tests/test_experiments.py
 """
 import argparse
+import atexit
 import concurrent.futures
 import glob
 import importlib.util
 import json
 import math
+import multiprocessing
 import os
+import runpy
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -126,6 +129,47 @@ def finished(run_dir, argv, max_steps):
         return False
 
 
+# modules a train.py process imports before its first step (~7 s of a fresh interpreter's CPU time on 2 cores)
+PRELOAD = ["torch", "torch.distributed", "transformers", "transformers.modeling_utils",
+           "transformers.models.llama.modeling_llama", "transformers.models.qwen2.modeling_qwen2",
+           "config", "data.formats", "encoder", "eval", "model", "reward", "sampler", "verify"]
+
+
+def forked(script, argv, env, stdout, stderr=None):
+    """Start `python script argv` (cwd ROOT, environment env, output appended to the files stdout and stderr,
+    or both to stdout) as a fork of a server process that imported PRELOAD once (multiprocessing's
+    forkserver): the same program without a fresh interpreter's imports (its sys.path is this process's,
+    with the script's folder first). The server never runs a torch op, so no thread pool is forked.
+    Returns the started multiprocessing.Process (pid, join, exitcode: negative for a signal, like
+    subprocess's returncode). tests/test_experiments.py holds it to `python script`."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(PRELOAD)  # takes effect when the server starts (the first call)
+    p = ctx.Process(target=_run_script, args=(os.path.abspath(script), list(argv), dict(env), stdout, stderr))
+    p.start()
+    return p
+
+
+def _run_script(script, argv, env, stdout, stderr):
+    """The forked child: a process group of its own (a kill reaches its helper processes), the output files
+    on fds 1 and 2, the script as __main__, then the atexit handlers that a multiprocessing child skips."""
+    os.setsid()
+    for fd, path in ((1, stdout), (2, stderr)):
+        if path:
+            f = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.dup2(f, fd)
+            os.close(f)
+    if not stderr:
+        os.dup2(1, 2)
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(ROOT)
+    sys.argv, sys.path[0] = [script, *argv], os.path.dirname(script)
+    try:
+        runpy.run_path(script, run_name="__main__")
+    finally:
+        atexit._run_exitfuncs()
+
+
 def run_one(run_dir, argv, max_steps, world):
     """Train and diagnose one run; returns an error message or None."""
     if not finished(run_dir, argv, max_steps):
@@ -133,11 +177,10 @@ def run_one(run_dir, argv, max_steps, world):
         shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished run is redone from the start
         os.makedirs(run_dir)
         t0 = time.time()
-        with open(os.path.join(run_dir, "log.txt"), "w") as log:
-            p = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *argv], cwd=ROOT, env=env,
-                               stdout=log, stderr=subprocess.STDOUT)
-        if p.returncode:
-            return f"train.py exited {p.returncode}"
+        p = forked(os.path.join(ROOT, "train.py"), argv, env, os.path.join(run_dir, "log.txt"))
+        p.join()
+        if p.exitcode:
+            return f"train.py exited {p.exitcode}"
         with open(os.path.join(run_dir, "run.json"), "w") as f:  # the mark of a finished train.py
             json.dump({"argv": argv, "wall_s": time.time() - t0}, f)
     routes = os.path.join(run_dir, "routes.json")

