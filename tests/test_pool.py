@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, build_tiny_qwen
+from conftest import ROOT, build_tiny_qwen, run_forked
 from data.build_pool import main
 from data.formats import load_offline, load_problems
 from encoder import cache_key, cached_offline_embeddings, embed, load_encoder
@@ -148,22 +148,20 @@ def test_small_preset_trains_on_the_pool_and_evaluates(world, tmp_path):
     pool = tmp_path / "pool.jsonl"
     main(args(world, pool))
     run = tmp_path / "run"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    p = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--config", "small",
-                        f"--model={world['policy']}", f"--train_file={world['problems']}",
-                        f"--heldout_file={world['problems']}", f"--offline_file={pool}", f"--out_dir={run}",
-                        "--problems_per_step=2", "--group_size=2", f"--max_new_tokens={BUDGET}",
-                        "--encoder_max_tokens=16", "--max_steps=2", "--micro_batch_tokens=256", "--lr=1e-3"],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    env = dict(os.environ, OMP_NUM_THREADS="1")  # both commands run as forks of the preloaded server
+    p = run_forked(os.path.join(ROOT, "train.py"), ["--config", "small",
+                   f"--model={world['policy']}", f"--train_file={world['problems']}",
+                   f"--heldout_file={world['problems']}", f"--offline_file={pool}", f"--out_dir={run}",
+                   "--problems_per_step=2", "--group_size=2", f"--max_new_tokens={BUDGET}",
+                   "--encoder_max_tokens=16", "--max_steps=2", "--micro_batch_tokens=256", "--lr=1e-3"], env, 300)
     assert p.returncode == 0, p.stderr[-3000:]
     out = p.stdout + p.stderr
     assert "compute bfloat16" in out and "of the whole pool loaded from" in out  # autocast on; build_pool's cache
     recs = [json.loads(l) for l in open(run / "metrics.jsonl")]
     assert [r["step"] for r in recs] == [0, 1, 2] and all(r["grad_norm"] == r["grad_norm"] for r in recs[1:])
     res = tmp_path / "eval.json"
-    p = subprocess.run([sys.executable, os.path.join(ROOT, "eval.py"), "--model", str(run / "ckpt"), "--data",
-                        world["problems"], "--max_new_tokens", "16", "--k", "2", "--temperature", "1.0",
-                        "--out", str(res)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    p = run_forked(os.path.join(ROOT, "eval.py"), ["--model", str(run / "ckpt"), "--data", world["problems"],
+                   "--max_new_tokens", "16", "--k", "2", "--temperature", "1.0", "--out", str(res)], env, 300)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "| all |" in p.stdout.replace("  ", " ") or "all" in p.stdout
     assert json.loads(res.read_text())  # results written

@@ -5,7 +5,8 @@ checkpointing), all with tiny budgets (4 GSM8K-style problems, 16 new tokens, 2 
 
 Slow for this suite (about a minute on 2 cores; most of it the conversion, done once per session).
 OGER_SMOLLM2=DIR reuses a converted directory across sessions (the command skips a complete one).
-Subprocesses run with one thread: on a busy 2-core machine two OpenMP threads made one eval 10x slower.
+Commands run as forks of a preloaded server (conftest.run_forked) with one thread: on a busy 2-core
+machine two OpenMP threads made one eval 10x slower.
 Run: python -m pytest -q tests/test_smollm2.py
 """
 import json
@@ -17,7 +18,7 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, run_forked
 
 PROBLEMS = [  # id, question, worked solution, answer
     ("g1", "Tom has 3 apples and buys 4 more. How many apples does he have now?", "3 + 4 = 7", 7),
@@ -27,9 +28,9 @@ PROBLEMS = [  # id, question, worked solution, answer
 ]
 
 
-def run(*args, timeout=600):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
-    p = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+def run(script, *args, timeout=600):
+    """`python script args` as a fork of the preloaded server (conftest.run_forked), one thread."""
+    p = run_forked(script, args, dict(os.environ, OMP_NUM_THREADS="1"), timeout)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     return p
 

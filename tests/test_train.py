@@ -18,6 +18,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "data"))
 import make_toy  # noqa: E402
+from conftest import forked, run_forked  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -38,25 +39,27 @@ def world(tmp_path_factory):
 
 def run(world, out, *args, nproc=1, check=True, timeout=300, fault=None):
     """Run train.py on the tiny world (through tests/run_with_fault.py with the FAULT* variables of `fault`);
-    returns the completed process."""
+    returns the completed process. One process: conftest.run_forked (~7 s less per run); torchrun for
+    nproc > 1. test_tiny_preset_smoke, the SIGKILL test and the torchrun tests start fresh interpreters."""
     base = [f"--model={world}", f"--train_file={world}/train.jsonl", f"--heldout_file={world}/heldout.jsonl",
             f"--offline_file={world}/offline.jsonl", f"--out_dir={out}", "--problems_per_step=4",
             "--group_size=4", "--max_new_tokens=48", "--eval_every=0", "--sample_every=1", "--lr=1e-2",
             "--save_every=0", *args]
-    launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"] if nproc > 1 \
-        else [sys.executable]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
                **(fault or {}))
     script = os.path.join(ROOT, "tests", "run_with_fault.py") if fault else os.path.join(ROOT, "train.py")
-    # a session of its own: on a timeout (a hang) the whole group goes, torchrun's workers included
-    p = subprocess.Popen(launcher + [script] + base, cwd=ROOT, env=env, text=True,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        stdout, stderr = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        raise
-    p = subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr)
+    if nproc == 1:
+        p = run_forked(script, base, env, timeout)
+    else:  # a session of its own: on a timeout (a hang) the whole group goes, torchrun's workers included
+        launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"]
+        p = subprocess.Popen(launcher + [script] + base, cwd=ROOT, env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            stdout, stderr = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            raise
+        p = subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr)
     if check:
         assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]
     return p
@@ -209,17 +212,27 @@ def test_fsdp_update_equals_ddp(world, tmp_path):
 
 
 def test_tiny_preset_smoke(tmp_path):
-    """The README's main command, shortened: the shipped toy world and base policy, 2 OGER steps."""
+    """The README's main command, shortened: the shipped toy world and base policy, 2 OGER steps, in a fresh
+    interpreter; the same command in a fork of the preloaded server (run() and experiments/run.py start
+    runs so) logs the same metrics and saves the same weights."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    p = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--max_steps=2", "--eval_problems=32",
-                        f"--out_dir={tmp_path}", f"--cache_dir={tmp_path / 'cache'}", "--problems_per_step=4"],
+    args = ["--max_steps=2", "--eval_problems=32", f"--cache_dir={tmp_path / 'cache'}", "--problems_per_step=4"]
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *args, f"--out_dir={tmp_path / 'a'}"],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "held-out accuracy: before" in p.stdout + p.stderr
-    rec = metrics(tmp_path)[-1]
+    rec = metrics(tmp_path / "a")[-1]
     assert rec["step"] == 2 and rec["n_offline"] > 0 and 0.0 <= rec["D"] <= 1.0 and rec["eval"]["n"] == 32
     # only the 2 x 4 problems the run visits have their 3 teacher trajectories embedded, not all 4,000
     assert "offline embeddings (24, 128) of the 8 problems this run visits" in p.stdout + p.stderr
+
+    f = forked(os.path.join(ROOT, "train.py"), [*args, f"--out_dir={tmp_path / 'b'}"], env, str(tmp_path / "b.log"))
+    f.join(300)
+    assert f.exitcode == 0, (tmp_path / "b.log").read_text()[-3000:]
+    untimed = lambda out: [{k: v for k, v in r.items() if not k.startswith(("t_", "tokens_per_s"))} for r in metrics(out)]
+    assert untimed(tmp_path / "a") == untimed(tmp_path / "b")  # exactly: the same program
+    a, b = params(tmp_path / "a"), params(tmp_path / "b")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.fixture(scope="module")
