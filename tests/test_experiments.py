@@ -111,10 +111,10 @@ PROBE = textwrap.dedent('''
 def test_forked_runs_a_script_as_a_fresh_interpreter_does(tmp_path, monkeypatch, mode, code):
     """forked() against `python script` in a subprocess: the exit code (negative for a signal), stdout, the
     message of sys.exit("..."), an exception's last line, cwd ROOT, argv, the environment given, sys.path[0],
-    atexit handlers; and in the fork the preloaded modules are already imported."""
+    atexit handlers; in the fork the preloaded libraries are already imported, this project's modules not."""
     monkeypatch.chdir(tmp_path)  # the server keeps the cwd it started in (this test's, when it starts it)
     script = tmp_path / "probe.py"
-    script.write_text(PROBE + "print('preloaded', 'transformers.modeling_utils' in sys.modules)\n")
+    script.write_text(PROBE + "print('preloaded', 'transformers.modeling_utils' in sys.modules, 'model' in sys.modules)\n")
     env = dict(os.environ, PROBE="x")
     ref = subprocess.run([sys.executable, str(script), mode, "a b"], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=60)
@@ -127,7 +127,7 @@ def test_forked_runs_a_script_as_a_fresh_interpreter_does(tmp_path, monkeypatch,
     assert err.splitlines()[0] == ref.stderr.splitlines()[0] == "err"
     assert err.splitlines()[-1] == ref.stderr.splitlines()[-1]  # "error: bad input", "ValueError: boom"
     if mode == "ok":
-        assert out.splitlines()[1] == "preloaded True" and ref.stdout.splitlines()[1] == "preloaded False"
+        assert out.splitlines()[1] == "preloaded True False" and ref.stdout.splitlines()[1] == "preloaded False False"
 
 
 def test_smoke_every_table(tmp_path, capsys):
