@@ -152,7 +152,8 @@ def forked(script, argv, env, stdout, stderr=None):
 
 def _run_script(script, argv, env, stdout, stderr):
     """The forked child: a process group of its own (a kill reaches its helper processes), the output files
-    on fds 1 and 2, the script as __main__, then the atexit handlers that a multiprocessing child skips."""
+    on fds 1 and 2, env's OMP_NUM_THREADS as torch's thread count, the script as __main__, then the atexit
+    handlers that a multiprocessing child skips."""
     os.setsid()
     for fd, path in ((1, stdout), (2, stderr)):
         if path:
@@ -161,6 +162,9 @@ def _run_script(script, argv, env, stdout, stderr):
             os.close(f)
     if not stderr:
         os.dup2(1, 2)
+    if env.get("OMP_NUM_THREADS") != os.environ.get("OMP_NUM_THREADS"):  # OpenMP read the server's at its start
+        import torch
+        torch.set_num_threads(int(env.get("OMP_NUM_THREADS") or len(os.sched_getaffinity(0))))
     os.environ.clear()
     os.environ.update(env)
     os.chdir(ROOT)

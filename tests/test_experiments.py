@@ -111,11 +111,13 @@ PROBE = textwrap.dedent('''
 def test_forked_runs_a_script_as_a_fresh_interpreter_does(tmp_path, monkeypatch, mode, code):
     """forked() against `python script` in a subprocess: the exit code (negative for a signal), stdout, the
     message of sys.exit("..."), an exception's last line, cwd ROOT, argv, the environment given, sys.path[0],
-    atexit handlers; in the fork the preloaded libraries are already imported, this project's modules not."""
+    atexit handlers, torch's thread count from OMP_NUM_THREADS; in the fork the preloaded libraries are
+    already imported, this project's modules not."""
     monkeypatch.chdir(tmp_path)  # the server keeps the cwd it started in (this test's, when it starts it)
     script = tmp_path / "probe.py"
-    script.write_text(PROBE + "print('preloaded', 'transformers.modeling_utils' in sys.modules, 'model' in sys.modules)\n")
-    env = dict(os.environ, PROBE="x")
+    script.write_text(PROBE + "import torch\nprint('preloaded', 'transformers.modeling_utils' in sys.modules, "
+                              "'model' in sys.modules, torch.get_num_threads())\n")
+    env = dict(os.environ, PROBE="x", OMP_NUM_THREADS="1")
     ref = subprocess.run([sys.executable, str(script), mode, "a b"], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=60)
     p = run.forked(str(script), [mode, "a b"], env, str(tmp_path / "out"), str(tmp_path / "err"))
@@ -127,7 +129,7 @@ def test_forked_runs_a_script_as_a_fresh_interpreter_does(tmp_path, monkeypatch,
     assert err.splitlines()[0] == ref.stderr.splitlines()[0] == "err"
     assert err.splitlines()[-1] == ref.stderr.splitlines()[-1]  # "error: bad input", "ValueError: boom"
     if mode == "ok":
-        assert out.splitlines()[1] == "preloaded True False" and ref.stdout.splitlines()[1] == "preloaded False False"
+        assert out.splitlines()[1] == "preloaded True False 1" and ref.stdout.splitlines()[1] == "preloaded False False 1"
 
 
 def test_smoke_every_table(tmp_path, capsys):
