@@ -74,10 +74,10 @@ def build_tiny_qwen(path, seed=0, hidden_size=32, num_hidden_layers=2):
 
 
 def run_forked(script, args, env, timeout):
-    """`python script args` with cwd ROOT and environment env, as a fork of the server that imported torch,
-    transformers and this project's modules once (experiments/run.py: forked; ~7 s less per run than a fresh
-    interpreter); a subprocess.CompletedProcess with its exit code, stdout and stderr. On a timeout its process
-    group is killed (helpers included) and subprocess.TimeoutExpired raised."""
+    """`python script args` with cwd ROOT and environment env, as a fork of the server that imported torch
+    and transformers once (experiments/run.py: forked; ~7 s less per run than a fresh interpreter); a
+    subprocess.CompletedProcess with its exit code, stdout and stderr. On a timeout its process group is
+    killed (helpers included) and subprocess.TimeoutExpired raised."""
     with tempfile.TemporaryDirectory() as d:
         out, err = os.path.join(d, "stdout"), os.path.join(d, "stderr")
         p = forked(script, args, env, out, err)

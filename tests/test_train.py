@@ -18,7 +18,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "data"))
 import make_toy  # noqa: E402
-from conftest import forked, run_forked  # noqa: E402
+from conftest import run_forked  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -226,9 +226,8 @@ def test_tiny_preset_smoke(tmp_path):
     # only the 2 x 4 problems the run visits have their 3 teacher trajectories embedded, not all 4,000
     assert "offline embeddings (24, 128) of the 8 problems this run visits" in p.stdout + p.stderr
 
-    f = forked(os.path.join(ROOT, "train.py"), [*args, f"--out_dir={tmp_path / 'b'}"], env, str(tmp_path / "b.log"))
-    f.join(300)
-    assert f.exitcode == 0, (tmp_path / "b.log").read_text()[-3000:]
+    f = run_forked(os.path.join(ROOT, "train.py"), [*args, f"--out_dir={tmp_path / 'b'}"], env, 300)
+    assert f.returncode == 0, f.stderr[-3000:]
     untimed = lambda out: [{k: v for k, v in r.items() if not k.startswith(("t_", "tokens_per_s"))} for r in metrics(out)]
     assert untimed(tmp_path / "a") == untimed(tmp_path / "b")  # exactly: the same program
     a, b = params(tmp_path / "a"), params(tmp_path / "b")
